@@ -1,0 +1,1 @@
+"""The AssetBook cloud core: link server, router, storage, REST API and their helpers."""

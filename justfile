@@ -1,0 +1,55 @@
+# AssetBook task runner. Every recipe creates the virtual environment it needs.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := ".venv"
+py := venv / "bin/python"
+
+# List the recipes.
+default:
+    @just --list
+
+# Create or refresh the virtual environment (editable install with the dev extra).
+venv:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x {{py}} ]; then python3 -m venv {{venv}}; fi
+    stamp={{venv}}/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+    if [ ! -f "$stamp" ]; then
+        {{py}} -m pip install --quiet --upgrade pip
+        {{py}} -m pip install --quiet -e '.[dev]'
+        rm -f {{venv}}/.installed-*; touch "$stamp"
+    fi
+
+# Run the whole test suite (pass extra pytest arguments after the recipe name).
+test *args: venv
+    {{py}} -m pytest {{args}}
+
+# Only the fast tests (no real-process end-to-end runs).
+test-fast *args: venv
+    {{py}} -m pytest -m "not slow" {{args}}
+
+# Lint and type-check: ruff and mypy --strict.
+lint: venv
+    {{venv}}/bin/ruff check .
+    {{venv}}/bin/ruff format --check .
+    {{venv}}/bin/mypy
+
+# Format the code in place.
+fmt: venv
+    {{venv}}/bin/ruff format .
+    {{venv}}/bin/ruff check --fix .
+
+# Lint, then test: what CI runs.
+check: lint test
+
+# Start a whole system on this machine: core, a simulated GPS on a pty and a gateway.
+demo *args: venv
+    {{py}} -m assetbook demo {{args}}
+
+# Measure ingest rate and latency; writes docs/performance.md and bench/results/.
+bench *args: venv
+    {{py}} -m bench.ingest {{args}}
+
+# Hardware-in-the-loop tests, e.g. `just hil --serial-port /dev/ttyUSB0`.
+hil *args: venv
+    {{py}} -m pytest hil_tests {{args}}
