@@ -1,0 +1,406 @@
+"""CBOR encoding and strict decoding of link messages (``docs/protocol.md``).
+
+Contract: :func:`decode` turns any ``bytes`` into a :mod:`protocol.messages` value or raises
+:class:`~protocol.errors.DecodeError` / :class:`~protocol.errors.MessageTooBig`; any other
+exception is a bug. It accepts only the CBOR major types the CDDL allows and **no tags at
+all**: cbor2 would otherwise turn tags into datetimes, bignums, sets, shared references (which
+can build cycles) and more, so every tag number is mapped to a decoder that refuses it.
+
+:func:`encode` builds the canonical array form and refuses to build a message the decoder
+would refuse (limits included), so a peer never sends what the other side must reject.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import TYPE_CHECKING, Any, Final, NoReturn
+
+import cbor2
+
+from protocol import limits
+from protocol.errors import DecodeError, MessageTooBig
+from protocol.events import ClockSource, Event, Reading, Value
+from protocol.messages import (
+    Ack,
+    Batch,
+    Command,
+    Deliver,
+    Delivered,
+    Error,
+    ErrorCode,
+    Flow,
+    Hello,
+    Message,
+    MessageType,
+    Result,
+    Scalar,
+    Subscribe,
+    Subscribed,
+    Welcome,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+# RFC 8428 §6: SenML's CBOR representation uses integer labels.
+SENML_NAME: Final = 0
+SENML_UNIT: Final = 1
+SENML_VALUE: Final = 2
+SENML_STRING: Final = 3
+SENML_BOOL: Final = 4
+SENML_DATA: Final = 8
+_VALUE_LABELS: Final = frozenset({SENML_VALUE, SENML_STRING, SENML_BOOL, SENML_DATA})
+
+#: Deepest nesting a valid message has (deliver → items → item → event → readings → record).
+_MAX_DEPTH: Final = 8
+
+
+def _refuse_tag(decoder: object, tag: object = None) -> NoReturn:
+    raise cbor2.CBORDecodeError("CBOR tags are not allowed")
+
+
+# Map keys: SenML's CBOR form uses integer labels, so cbor2's strict_hashable_types (text and
+# byte keys only) cannot be on. Integer keys are bounded to 64 bits by CBOR itself, which
+# leaves no room for crafted hash collisions; array keys are refused after decoding and a
+# whole message is capped at MAX_MESSAGE_BYTES.
+
+# cbor2 only consults tag_hook for tags it has no built-in decoder for; the built-in ones are
+# overridden through semantic_decoders. Covering every 16-bit tag number plus the large ones
+# cbor2 knows (55799 is the self-describe tag) leaves no tag that decodes.
+_NO_SEMANTIC_TAGS: Final[dict[int, Callable[..., Any]]] = dict.fromkeys(range(65536), _refuse_tag)
+
+
+def _loads(data: bytes) -> object:
+    try:
+        return cbor2.loads(
+            data,
+            tag_hook=_refuse_tag,
+            semantic_decoders=_NO_SEMANTIC_TAGS,
+            max_depth=_MAX_DEPTH,
+            allow_duplicate_keys=False,
+        )
+    except cbor2.CBORDecodeError as exc:
+        raise DecodeError(f"malformed CBOR: {exc}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
+        # cbor2 raises a few plain errors on pathological input (e.g. huge lengths).
+        raise DecodeError(f"malformed CBOR: {type(exc).__name__}") from None
+
+
+# --- field checks ---------------------------------------------------------------------------
+
+
+def _fail(what: str, value: object) -> NoReturn:
+    raise DecodeError(f"{what}: expected {_describe(value)} to be valid")
+
+
+def _describe(value: object) -> str:
+    return type(value).__name__
+
+
+def _array(value: object, what: str, length: int | None = None) -> list[Any]:
+    if type(value) is not list:
+        raise DecodeError(f"{what}: expected an array, got {_describe(value)}")
+    if length is not None and len(value) != length:
+        raise DecodeError(f"{what}: expected {length} elements, got {len(value)}")
+    return value
+
+
+def _uint(value: object, what: str) -> int:
+    if type(value) is not int or not 0 <= value <= limits.MAX_UINT:
+        raise DecodeError(f"{what}: expected an unsigned integer below 2**63")
+    return value
+
+
+def _int(value: object, what: str) -> int:
+    if type(value) is not int or not -limits.MAX_UINT <= value <= limits.MAX_UINT:
+        raise DecodeError(f"{what}: expected an integer within ±(2**63-1)")
+    return value
+
+
+def _text(value: object, what: str, *, empty: bool = False) -> str:
+    if type(value) is not str:
+        raise DecodeError(f"{what}: expected a text string, got {_describe(value)}")
+    if not value and not empty:
+        raise DecodeError(f"{what}: must not be empty")
+    if len(value) > limits.MAX_TEXT_BYTES or len(value.encode()) > limits.MAX_TEXT_BYTES:
+        raise MessageTooBig(f"{what}: longer than {limits.MAX_TEXT_BYTES} bytes")
+    return value
+
+
+def _bool(value: object, what: str) -> bool:
+    if type(value) is not bool:
+        raise DecodeError(f"{what}: expected a boolean, got {_describe(value)}")
+    return value
+
+
+def _boot_id(value: object) -> bytes:
+    if type(value) is not bytes or len(value) != limits.BOOT_ID_BYTES:
+        raise DecodeError(f"boot_id: expected {limits.BOOT_ID_BYTES} bytes")
+    return value
+
+
+def _scalar_map(value: object, what: str) -> dict[str, Scalar]:
+    if type(value) is not dict:
+        raise DecodeError(f"{what}: expected a map, got {_describe(value)}")
+    if len(value) > limits.MAX_READINGS_PER_EVENT:
+        raise MessageTooBig(f"{what}: more than {limits.MAX_READINGS_PER_EVENT} entries")
+    out: dict[str, Scalar] = {}
+    for key, item in value.items():
+        _text(key, f"{what} key")
+        if item is None or type(item) in (bool, int, float):
+            if type(item) is int:
+                _int(item, f"{what}[{key}]")
+            out[key] = item
+        elif type(item) is str:
+            out[key] = _text(item, f"{what}[{key}]", empty=True)
+        elif type(item) is bytes:
+            if len(item) > limits.MAX_BLOB_BYTES:
+                raise MessageTooBig(f"{what}[{key}]: longer than {limits.MAX_BLOB_BYTES} bytes")
+            out[key] = item
+        else:
+            raise DecodeError(f"{what}[{key}]: {_describe(item)} is not a simple value")
+    return out
+
+
+# --- readings and events --------------------------------------------------------------------
+
+
+def _reading_from_wire(record: object) -> Reading:
+    if type(record) is not dict:
+        raise DecodeError(f"reading: expected a SenML record map, got {_describe(record)}")
+    keys = record.keys()
+    value_keys = keys & _VALUE_LABELS
+    if len(value_keys) != 1 or not keys <= (_VALUE_LABELS | {SENML_NAME, SENML_UNIT}):
+        raise DecodeError("reading: needs a name, an optional unit and exactly one value")
+    if SENML_NAME not in record:
+        raise DecodeError("reading: missing name (SenML label 0)")
+    name = _text(record[SENML_NAME], "reading name")
+    unit = _text(record.get(SENML_UNIT, ""), "reading unit", empty=True)
+    (label,) = value_keys
+    return Reading(name, unit, _reading_value(label, record[label]))
+
+
+def _reading_value(label: int, value: object) -> Value:
+    if label == SENML_VALUE:
+        if type(value) is int:
+            return _int(value, "reading value")
+        if type(value) is float and math.isfinite(value):
+            return value
+        raise DecodeError("reading value: expected a finite number")
+    if label == SENML_STRING:
+        return _text(value, "reading string value", empty=True)
+    if label == SENML_BOOL:
+        return _bool(value, "reading boolean value")
+    if type(value) is not bytes:
+        raise DecodeError("reading data value: expected a byte string")
+    if len(value) > limits.MAX_BLOB_BYTES:
+        raise MessageTooBig(f"reading data value: longer than {limits.MAX_BLOB_BYTES} bytes")
+    return value
+
+
+def _reading_to_wire(reading: Reading) -> dict[int, object]:
+    value = reading.value
+    if type(value) is bool:
+        label = SENML_BOOL
+    elif type(value) is str:
+        label = SENML_STRING
+    elif type(value) is bytes:
+        label = SENML_DATA
+    else:
+        label = SENML_VALUE
+    record: dict[int, object] = {SENML_NAME: reading.name, label: value}
+    if reading.unit:
+        record[SENML_UNIT] = reading.unit
+    return record
+
+
+def event_from_wire(item: object) -> Event:
+    """Decode one event array (``docs/protocol.md`` §event)."""
+    seq, device, boot_id, mono_ns, wall_ns, clock, records = _array(item, "event", 7)
+    try:
+        clock_source = ClockSource(_uint(clock, "event clock"))
+    except ValueError:
+        raise DecodeError(f"event clock: unknown clock source {clock}") from None
+    readings = _array(records, "event readings")
+    if not readings:
+        raise DecodeError("event readings: an event has at least one reading")
+    if len(readings) > limits.MAX_READINGS_PER_EVENT:
+        raise MessageTooBig(f"event: more than {limits.MAX_READINGS_PER_EVENT} readings")
+    return Event(
+        seq=_uint(seq, "event seq"),
+        device=_text(device, "event device"),
+        boot_id=_boot_id(boot_id),
+        mono_ns=_uint(mono_ns, "event mono_ns"),
+        wall_ns=_int(wall_ns, "event wall_ns"),
+        clock=clock_source,
+        readings=tuple(_reading_from_wire(r) for r in readings),
+    )
+
+
+def event_to_wire(event: Event) -> list[object]:
+    """The array form of one event."""
+    return [
+        event.seq,
+        event.device,
+        event.boot_id,
+        event.mono_ns,
+        event.wall_ns,
+        int(event.clock),
+        [_reading_to_wire(r) for r in event.readings],
+    ]
+
+
+def _events_from_wire(value: object, what: str) -> tuple[Event, ...]:
+    items = _array(value, what)
+    if not items:
+        raise DecodeError(f"{what}: must not be empty")
+    if len(items) > limits.MAX_BATCH_EVENTS:
+        raise MessageTooBig(f"{what}: more than {limits.MAX_BATCH_EVENTS} events")
+    events = tuple(event_from_wire(e) for e in items)
+    for before, after in itertools.pairwise(events):
+        if after.seq <= before.seq:
+            raise DecodeError(
+                f"{what}: sequence numbers must increase ({after.seq} after {before.seq})"
+            )
+    return events
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+def _flow_from_wire(value: object) -> Flow:
+    inflight, rate = _array(value, "flow", 2)
+    return Flow(_uint(inflight, "flow max_inflight_events"), _uint(rate, "flow max_events_per_s"))
+
+
+def _decode_body(kind: int, body: list[Any]) -> Message:
+    if kind == MessageType.HELLO:
+        version, peer, software, boot_id, resume = _array(body, "hello", 5)
+        return Hello(
+            _uint(version, "hello version"),
+            _text(peer, "hello peer_id"),
+            _text(software, "hello software", empty=True),
+            _boot_id(boot_id),
+            _uint(resume, "hello resume_from"),
+        )
+    if kind == MessageType.WELCOME:
+        version, session, acked, max_bytes, max_events, flow = _array(body, "welcome", 6)
+        return Welcome(
+            _uint(version, "welcome version"),
+            _text(session, "welcome session_id"),
+            _uint(acked, "welcome acked_seq"),
+            _uint(max_bytes, "welcome max_message_bytes"),
+            _uint(max_events, "welcome max_batch_events"),
+            _flow_from_wire(flow),
+        )
+    if kind == MessageType.BATCH:
+        (events,) = _array(body, "batch", 1)
+        return Batch(_events_from_wire(events, "batch events"))
+    if kind == MessageType.ACK:
+        (acked,) = _array(body, "ack", 1)
+        return Ack(_uint(acked, "ack acked_seq"))
+    if kind == MessageType.COMMAND:
+        command_id, name, args = _array(body, "command", 3)
+        return Command(
+            _uint(command_id, "command id"), _text(name, "command name"), _scalar_map(args, "args")
+        )
+    if kind == MessageType.RESULT:
+        command_id, ok, detail = _array(body, "result", 3)
+        return Result(
+            _uint(command_id, "result id"), _bool(ok, "result ok"), _scalar_map(detail, "detail")
+        )
+    if kind == MessageType.FLOW:
+        return _flow_from_wire(body)
+    if kind in (MessageType.SUBSCRIBE, MessageType.SUBSCRIBED):
+        request_id, patterns = _array(body, "subscribe", 2)
+        items = _array(patterns, "subscribe patterns")
+        if not items or len(items) > limits.MAX_TOPICS:
+            raise DecodeError(f"subscribe patterns: between 1 and {limits.MAX_TOPICS} patterns")
+        checked = tuple(_text(p, "topic pattern") for p in items)
+        cls = Subscribe if kind == MessageType.SUBSCRIBE else Subscribed
+        return cls(_uint(request_id, "subscribe request_id"), checked)
+    if kind == MessageType.DELIVER:
+        (items,) = _array(body, "deliver", 1)
+        entries = _array(items, "deliver items")
+        if not entries or len(entries) > limits.MAX_BATCH_EVENTS:
+            raise DecodeError(f"deliver items: between 1 and {limits.MAX_BATCH_EVENTS} events")
+        delivered = []
+        for entry in entries:
+            gateway, event = _array(entry, "delivered", 2)
+            delivered.append(Delivered(_text(gateway, "delivered gateway"), event_from_wire(event)))
+        return Deliver(tuple(delivered))
+    if kind == MessageType.ERROR:
+        code, reason, request_id = _array(body, "error", 3)
+        try:
+            error_code = ErrorCode(_uint(code, "error code"))
+        except ValueError:
+            raise DecodeError(f"error: unknown error code {code}") from None
+        return Error(error_code, _text(reason, "error reason", empty=True), _uint(request_id, "id"))
+    raise DecodeError(f"unknown message type {kind}")
+
+
+def decode(data: bytes) -> Message:
+    """Decode one WebSocket message.
+
+    Raises:
+        MessageTooBig: ``data`` or a part of it is over a limit in :mod:`protocol.limits`.
+        DecodeError: anything else that is not a valid message.
+    """
+    if len(data) > limits.MAX_MESSAGE_BYTES:
+        raise MessageTooBig(f"message of {len(data)} bytes is over {limits.MAX_MESSAGE_BYTES}")
+    value = _loads(data)
+    if type(value) is not list or not value:
+        raise DecodeError("a message is a non-empty CBOR array")
+    kind = value[0]
+    if type(kind) is not int:
+        raise DecodeError("message type: expected an unsigned integer")
+    try:
+        return _decode_body(kind, value[1:])
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, DecodeError):
+            raise
+        # Tuple unpacking of a wrong-length array lands here.
+        raise DecodeError(f"message type {kind}: wrong number of fields") from None
+
+
+def _body(message: Message) -> list[object]:
+    match message:
+        case Hello(version, peer, software, boot_id, resume):
+            return [MessageType.HELLO, version, peer, software, boot_id, resume]
+        case Welcome(version, session, acked, max_bytes, max_events, flow):
+            flow_wire = [flow.max_inflight_events, flow.max_events_per_s]
+            return [MessageType.WELCOME, version, session, acked, max_bytes, max_events, flow_wire]
+        case Batch(events):
+            return [MessageType.BATCH, [event_to_wire(e) for e in events]]
+        case Ack(acked):
+            return [MessageType.ACK, acked]
+        case Command(command_id, name, args):
+            return [MessageType.COMMAND, command_id, name, args]
+        case Result(command_id, ok, detail):
+            return [MessageType.RESULT, command_id, ok, detail]
+        case Flow(inflight, rate):
+            return [MessageType.FLOW, inflight, rate]
+        case Subscribe(request_id, patterns):
+            return [MessageType.SUBSCRIBE, request_id, list(patterns)]
+        case Subscribed(request_id, patterns):
+            return [MessageType.SUBSCRIBED, request_id, list(patterns)]
+        case Deliver(items):
+            wire = [[d.gateway, event_to_wire(d.event)] for d in items]
+            return [MessageType.DELIVER, wire]
+        case Error(code, reason, request_id):
+            return [MessageType.ERROR, int(code), reason, request_id]
+    raise TypeError(f"not a protocol message: {message!r}")  # pragma: no cover
+
+
+def encode(message: Message) -> bytes:
+    """Encode ``message``; the result always decodes back to an equal value.
+
+    Raises:
+        MessageTooBig: the message would exceed a limit.
+        DecodeError: the message holds a value the protocol does not allow.
+    """
+    data = cbor2.dumps([int(x) if isinstance(x, MessageType) else x for x in _body(message)])
+    # Validating our own output is cheap next to sending it and guarantees encode/decode agree.
+    decode(data)
+    return data

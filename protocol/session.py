@@ -1,0 +1,311 @@
+"""Sans-IO state machines for the two ends of a link.
+
+:class:`UplinkSession` is the peer's side (a gateway or a module), :class:`CoreSession` the
+core's. Both take received bytes in :meth:`receive` and return what happened as values;
+methods that produce a message return the bytes to send. Neither does I/O, reads a clock or
+draws randomness: the Trio shells in ``gateway/`` and ``cloud/`` own sockets and timers.
+
+Ordering rules enforced here (``docs/protocol.md`` §Sessions):
+
+* The peer speaks first with ``Hello``; the core answers ``Welcome`` before anything else.
+* Within one session batch sequence numbers strictly increase. After a reconnect the peer
+  may resend events the core already stored (their ack was lost); the core deduplicates them.
+* Acknowledgements are cumulative and never go backwards, and never cover a seq the peer has
+  not sent (in this session or an earlier one, i.e. at most the Welcome's ``acked_seq``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum, auto
+from typing import TYPE_CHECKING
+
+from protocol import codec, limits
+from protocol.errors import DecodeError, MessageTooBig, ProtocolError, SequenceError
+from protocol.messages import (
+    Ack,
+    Batch,
+    Command,
+    Deliver,
+    Delivered,
+    Error,
+    ErrorCode,
+    Flow,
+    Hello,
+    Result,
+    Scalar,
+    Subscribe,
+    Subscribed,
+    Welcome,
+)
+
+if TYPE_CHECKING:
+    from protocol.events import Event
+
+#: Flow control the core grants unless configured otherwise.
+DEFAULT_FLOW = Flow(max_inflight_events=20_000, max_events_per_s=0)
+
+
+class IdentityError(ProtocolError):
+    """``Hello`` names another peer than the one the token was issued to."""
+
+    close_code = 1008  # RFC 6455 §7.4.1: policy violation
+
+
+class _State(Enum):
+    START = auto()
+    AWAIT_WELCOME = auto()
+    OPEN = auto()
+
+
+@dataclass(frozen=True, slots=True)
+class Welcomed:
+    acked_seq: int
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    acked_seq: int
+    events_released: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerError:
+    code: ErrorCode
+    reason: str
+    request_id: int
+
+
+UplinkEvent = Welcomed | Acked | Command | Flow | Subscribed | Deliver | PeerError
+
+
+class UplinkSession:
+    """The peer's end of a link: what to send next, and what the core's messages mean."""
+
+    def __init__(self, peer_id: str, software: str, boot_id: bytes) -> None:
+        self.peer_id = peer_id
+        self.software = software
+        self.boot_id = boot_id
+        self._state = _State.START
+        self.acked_seq = 0
+        self.last_sent_seq = 0
+        self.flow = DEFAULT_FLOW
+        self.max_batch_events = limits.MAX_BATCH_EVENTS
+        self.max_message_bytes = limits.MAX_MESSAGE_BYTES
+        self._inflight: deque[tuple[int, int]] = deque()  # (last seq of batch, events in it)
+        self.inflight_events = 0
+        self._next_request_id = 1
+
+    @property
+    def is_open(self) -> bool:
+        return self._state is _State.OPEN
+
+    def hello(self, resume_from: int) -> bytes:
+        """The opening message; ``resume_from`` is the oldest unacknowledged seq held."""
+        if self._state is not _State.START:
+            raise SequenceError("hello already sent on this session")
+        self._state = _State.AWAIT_WELCOME
+        return codec.encode(
+            Hello(limits.PROTOCOL_VERSION, self.peer_id, self.software, self.boot_id, resume_from)
+        )
+
+    def send_window(self) -> int:
+        """How many events may go in the next batch under flow control (0: wait for acks)."""
+        if not self.is_open:
+            return 0
+        free = self.flow.max_inflight_events - self.inflight_events
+        return max(0, min(free, self.max_batch_events))
+
+    def batch(self, events: tuple[Event, ...]) -> bytes:
+        """Encode a batch, checking order and flow control.
+
+        Raises:
+            SequenceError: not open yet, or a seq not above everything sent before.
+            MessageTooBig: over the event count or byte limit (send fewer events).
+        """
+        if not self.is_open:
+            raise SequenceError("batch before the core's welcome")
+        if not events:
+            raise DecodeError("an empty batch is not sent")
+        if events[0].seq <= self.last_sent_seq:
+            raise SequenceError(f"seq {events[0].seq} not above last sent {self.last_sent_seq}")
+        if len(events) > self.send_window():
+            raise MessageTooBig(f"{len(events)} events exceed the send window")
+        data = codec.encode(Batch(events))
+        if len(data) > self.max_message_bytes:
+            raise MessageTooBig(f"batch of {len(data)} bytes exceeds {self.max_message_bytes}")
+        self.last_sent_seq = events[-1].seq
+        self._inflight.append((events[-1].seq, len(events)))
+        self.inflight_events += len(events)
+        return data
+
+    def result(self, command_id: int, ok: bool, detail: dict[str, Scalar]) -> bytes:
+        return codec.encode(Result(command_id, ok, detail))
+
+    def subscribe(self, patterns: tuple[str, ...]) -> tuple[int, bytes]:
+        """Ask for live events; returns the request id and the message."""
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        return request_id, codec.encode(Subscribe(request_id, patterns))
+
+    def receive(self, data: bytes) -> UplinkEvent:
+        """Interpret one message from the core.
+
+        Raises:
+            ProtocolError: malformed, or out of turn (e.g. anything before ``Welcome``).
+        """
+        message = codec.decode(data)
+        if self._state is _State.AWAIT_WELCOME:
+            if isinstance(message, Error):
+                return PeerError(message.code, message.reason, message.request_id)
+            if not isinstance(message, Welcome):
+                raise SequenceError(f"expected welcome, got {type(message).__name__}")
+            return self._welcomed(message)
+        if self._state is not _State.OPEN:
+            raise SequenceError("message before hello")
+        match message:
+            case Ack(acked_seq):
+                return self._acked(acked_seq)
+            case Flow():
+                self.flow = message
+                return message
+            case Command() | Subscribed() | Deliver():
+                return message
+            case Error(code, reason, request_id):
+                return PeerError(code, reason, request_id)
+        raise SequenceError(f"unexpected {type(message).__name__} from the core")
+
+    def _welcomed(self, welcome: Welcome) -> Welcomed:
+        if welcome.version != limits.PROTOCOL_VERSION:
+            raise ProtocolError(f"core speaks protocol version {welcome.version}")
+        self._state = _State.OPEN
+        self.acked_seq = welcome.acked_seq
+        self.last_sent_seq = max(self.last_sent_seq, welcome.acked_seq)
+        self.max_batch_events = min(welcome.max_batch_events, limits.MAX_BATCH_EVENTS)
+        self.max_message_bytes = min(welcome.max_message_bytes, limits.MAX_MESSAGE_BYTES)
+        self.flow = welcome.flow
+        return Welcomed(welcome.acked_seq, welcome.session_id)
+
+    def _acked(self, acked_seq: int) -> Acked:
+        if acked_seq < self.acked_seq:
+            raise SequenceError(f"ack went backwards: {acked_seq} after {self.acked_seq}")
+        if acked_seq > self.last_sent_seq:
+            raise SequenceError(f"ack {acked_seq} covers unsent seq (last {self.last_sent_seq})")
+        self.acked_seq = acked_seq
+        released = 0
+        while self._inflight and self._inflight[0][0] <= acked_seq:
+            released += self._inflight.popleft()[1]
+        self.inflight_events -= released
+        return Acked(acked_seq, released)
+
+
+@dataclass(frozen=True, slots=True)
+class HelloReceived:
+    hello: Hello
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReceived:
+    events: tuple[Event, ...]
+
+
+CoreEvent = HelloReceived | BatchReceived | Result | Subscribe
+
+
+class CoreSession:
+    """The core's end of a link with one authenticated peer."""
+
+    def __init__(
+        self,
+        peer_id: str,
+        *,
+        max_message_bytes: int = limits.MAX_MESSAGE_BYTES,
+        max_batch_events: int = limits.MAX_BATCH_EVENTS,
+        flow: Flow = DEFAULT_FLOW,
+    ) -> None:
+        self.peer_id = peer_id
+        self.max_message_bytes = max_message_bytes
+        self.max_batch_events = max_batch_events
+        self.flow = flow
+        self._state = _State.START
+        self.last_received_seq = 0
+        self.acked_seq = 0
+
+    def receive(self, data: bytes) -> CoreEvent:
+        """Interpret one message from the peer.
+
+        Raises:
+            ProtocolError: malformed, too big, out of turn, or a sequence that goes backwards.
+        """
+        if len(data) > self.max_message_bytes:
+            raise MessageTooBig(f"message of {len(data)} bytes exceeds {self.max_message_bytes}")
+        message = codec.decode(data)
+        if self._state is _State.START:
+            if not isinstance(message, Hello):
+                raise SequenceError(f"expected hello, got {type(message).__name__}")
+            if message.version != limits.PROTOCOL_VERSION:
+                raise ProtocolError(f"unsupported protocol version {message.version}")
+            if message.peer_id != self.peer_id:
+                raise IdentityError("hello names another peer than the token")
+            self._state = _State.AWAIT_WELCOME
+            return HelloReceived(message)
+        if self._state is not _State.OPEN:
+            raise SequenceError(f"{type(message).__name__} before the welcome")
+        match message:
+            case Batch(events):
+                return self._batch(events)
+            case Result() | Subscribe():
+                return message
+        raise SequenceError(f"unexpected {type(message).__name__} from a peer")
+
+    def _batch(self, events: tuple[Event, ...]) -> BatchReceived:
+        if len(events) > self.max_batch_events:
+            raise MessageTooBig(f"{len(events)} events exceed {self.max_batch_events}")
+        if events[0].seq <= self.last_received_seq:
+            raise SequenceError(
+                f"sequence went backwards: {events[0].seq} after {self.last_received_seq}"
+            )
+        self.last_received_seq = events[-1].seq
+        return BatchReceived(events)
+
+    def welcome(self, session_id: str, acked_seq: int) -> bytes:
+        if self._state is not _State.AWAIT_WELCOME:
+            raise SequenceError("welcome only answers a hello")
+        self._state = _State.OPEN
+        self.acked_seq = acked_seq
+        return codec.encode(
+            Welcome(
+                limits.PROTOCOL_VERSION,
+                session_id,
+                acked_seq,
+                self.max_message_bytes,
+                self.max_batch_events,
+                self.flow,
+            )
+        )
+
+    def ack(self, acked_seq: int) -> bytes:
+        """A cumulative ack; call only after the events up to ``acked_seq`` are committed."""
+        if acked_seq < self.acked_seq:
+            raise SequenceError(f"ack would go backwards: {acked_seq} after {self.acked_seq}")
+        self.acked_seq = acked_seq
+        return codec.encode(Ack(acked_seq))
+
+    def set_flow(self, flow: Flow) -> bytes:
+        self.flow = flow
+        return codec.encode(flow)
+
+    def command(self, command_id: int, name: str, args: dict[str, Scalar]) -> bytes:
+        return codec.encode(Command(command_id, name, args))
+
+    def subscribed(self, request_id: int, patterns: tuple[str, ...]) -> bytes:
+        return codec.encode(Subscribed(request_id, patterns))
+
+    def deliver(self, items: tuple[Delivered, ...]) -> bytes:
+        return codec.encode(Deliver(items))
+
+    @staticmethod
+    def error(code: ErrorCode, reason: str, request_id: int = 0) -> bytes:
+        return codec.encode(Error(code, reason, request_id))
