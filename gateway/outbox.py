@@ -1,0 +1,507 @@
+"""The durable outbox: every event is on disk before anything else happens to it.
+
+Principle 2 of the brief, "nothing is lost, nothing is doubled": a sample becomes an event by
+being appended here, and an event leaves only when the core has acknowledged it as stored
+(:meth:`Outbox.ack`) or when the outbox is full and it is the oldest, in which case the drop is
+counted in a persistent loss ledger (:meth:`Outbox.losses`), never silent.
+
+Storage is one SQLite file in WAL mode with ``synchronous=FULL``. With ``synchronous=NORMAL``
+a WAL-mode commit is only written, not fsync'd, until the next checkpoint, so a power cut can
+undo transactions that already returned (sqlite.org/pragma.html#pragma_synchronous). ``FULL``
+fsyncs the WAL at every commit: once :meth:`Outbox.append` returns, its events survive power
+loss, which is what "acknowledged as written" means. The cost is one fsync per call, which is
+why ``append`` takes a batch.
+
+Invariants:
+
+* Sequence numbers start at 1, strictly increase and are never reused: the next one is kept in
+  the ``meta`` table and advanced in the same transaction that inserts the events, so neither a
+  crash, nor acking everything, nor reopening the file can hand one out twice.
+* Events only leave from the oldest end (acks are cumulative, drops take the oldest), so the
+  stored seqs are always one contiguous run ending at the last seq issued.
+* The file is opened with an exclusive lock: a second process (a second gateway started by
+  mistake) gets :class:`~gateway.errors.OutboxError` instead of sending the same events twice.
+
+:class:`Outbox` is synchronous and not thread-safe; :func:`open_outbox` wraps it for Trio and
+runs every call in one worker thread at a time. Neither decides *when* to send or retry: that
+is the uplink's job.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar
+
+import cbor2
+import trio
+
+from gateway.errors import OutboxError, OutboxFull
+from protocol.events import ClockSource, Event, Reading
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Sequence
+
+    from drivers.base import Sample
+    from gateway.clock import Stamper
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+#: Default bound on stored events; about 100 MB at typical event sizes.
+DEFAULT_MAX_EVENTS: Final = 1_000_000
+#: Loss-ledger reason for events dropped because the outbox was full.
+LOSS_OUTBOX_FULL: Final = "outbox_full"
+
+_SCHEMA_VERSION: Final = 1
+# SQLite result code for "database or disk is full" (sqlite.org/rescode.html#full).
+_SQLITE_FULL: Final = 13
+
+_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS losses (reason TEXT PRIMARY KEY, count INTEGER NOT NULL)"
+    " WITHOUT ROWID",
+)
+# next_seq: the seq the next append gets; acked_upto: highest seq ever acknowledged;
+# appended / acked: lifetime counters for statistics().
+_META_DEFAULTS: Final = {"next_seq": 1, "acked_upto": 0, "appended": 0, "acked": 0}
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStatistics:
+    """A snapshot of the outbox for the health report.
+
+    Attributes:
+        depth: events stored and not yet acknowledged.
+        bytes_on_disk: size of the database file plus its WAL.
+        appended: events ever appended (over the file's whole life).
+        acked: events ever removed by an acknowledgement.
+        dropped: events ever dropped on purpose (the sum of the loss ledger).
+        next_seq: the seq the next appended event will get.
+    """
+
+    depth: int
+    bytes_on_disk: int
+    appended: int
+    acked: int
+    dropped: int
+    next_seq: int
+
+
+def encode_event_body(event: Event) -> bytes:
+    """Encode everything but ``seq`` (the row key) as a compact CBOR array."""
+    readings = [[r.name, r.unit, r.value] for r in event.readings]
+    return cbor2.dumps(
+        [event.device, event.boot_id, event.mono_ns, event.wall_ns, int(event.clock), readings]
+    )
+
+
+def decode_event_body(seq: int, body: bytes) -> Event:
+    """Rebuild the event stored under ``seq``.
+
+    Raises:
+        OutboxError: the row is not what :func:`encode_event_body` writes (a corrupt file).
+    """
+    try:
+        device, boot_id, mono_ns, wall_ns, clock, readings = cbor2.loads(body)
+        event = Event(
+            seq=seq,
+            device=device,
+            boot_id=boot_id,
+            mono_ns=mono_ns,
+            wall_ns=wall_ns,
+            clock=ClockSource(clock),
+            readings=tuple(Reading(name, unit, value) for name, unit, value in readings),
+        )
+    except (cbor2.CBORDecodeError, ValueError, TypeError) as exc:
+        raise OutboxError(f"stored event {seq} is corrupt: {exc}") from exc
+    _check_types(event)
+    return event
+
+
+def _check_types(event: Event) -> None:
+    ok = (
+        isinstance(event.device, str)
+        and isinstance(event.boot_id, bytes)
+        and isinstance(event.mono_ns, int)
+        and isinstance(event.wall_ns, int)
+        and all(_reading_ok(r) for r in event.readings)
+    )
+    if not ok:
+        raise OutboxError(f"stored event {event.seq} is corrupt: a field has the wrong type")
+
+
+def _reading_ok(reading: Reading) -> bool:
+    return (
+        isinstance(reading.name, str)
+        and isinstance(reading.unit, str)
+        and isinstance(reading.value, int | float | str | bytes)
+    )
+
+
+class Outbox:
+    """The synchronous outbox over one SQLite file (see the module docstring).
+
+    Args:
+        path: the database file; created with its tables if missing.
+        stamper: turns samples into events at :meth:`append`.
+        max_events: most events kept; beyond it the oldest are dropped and counted.
+
+    Raises:
+        OutboxError: the file cannot be opened, is held by another process, or is not an
+            outbox of a known schema version.
+    """
+
+    def __init__(
+        self, path: Path | str, stamper: Stamper, *, max_events: int = DEFAULT_MAX_EVENTS
+    ) -> None:
+        if max_events < 1:
+            raise ValueError(f"max_events must be at least 1, got {max_events}")
+        self.path = Path(path)
+        self.max_events = max_events
+        self._stamper = stamper
+        try:
+            # check_same_thread=False: Trio's worker threads are pooled, so successive calls
+            # may come from different threads; AsyncOutbox serialises them with a limiter.
+            self._db: sqlite3.Connection | None = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=0
+            )
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self) -> None:
+        with self._errors("open"):
+            db = self._conn()
+            # EXCLUSIVE before WAL: SQLite then keeps the WAL index in heap memory instead of a
+            # shared -shm file and holds the lock until close (sqlite.org/wal.html §8).
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise OutboxError(f"outbox {self.path}: journal mode is {mode!r}, not 'wal'")
+            db.execute("PRAGMA synchronous=FULL")
+            with self._transaction():
+                self._create_schema(db)
+
+    def _create_schema(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, _SCHEMA_VERSION):
+            raise OutboxError(
+                f"outbox {self.path} has schema version {version}; this gateway reads "
+                f"version {_SCHEMA_VERSION}: move the file aside or upgrade the gateway"
+            )
+        for statement in _SCHEMA:
+            db.execute(statement)
+        db.executemany(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", _META_DEFAULTS.items()
+        )
+        db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+    # -- public API ----------------------------------------------------------------------
+
+    def append(self, samples: Sequence[Sample]) -> list[Event]:
+        """Stamp, number and durably store ``samples`` in one transaction.
+
+        Returns:
+            The stored events, in order, with consecutive new seqs.
+
+        Raises:
+            OutboxFull: the batch is larger than ``max_events`` or the disk is full; nothing
+                was stored and no seq was consumed.
+            OutboxError: the outbox is closed or SQLite failed; nothing was stored.
+        """
+        if len(samples) > self.max_events:
+            raise OutboxFull(
+                f"a batch of {len(samples)} events exceeds the outbox's max_events "
+                f"({self.max_events}): append smaller batches"
+            )
+        if not samples:
+            return []
+        with self._errors("append"), self._transaction():
+            db = self._conn()
+            first = self._meta(db, "next_seq")
+            events = [self._stamper.stamp(s, first + i) for i, s in enumerate(samples)]
+            db.executemany(
+                "INSERT INTO events (seq, body) VALUES (?, ?)",
+                [(e.seq, encode_event_body(e)) for e in events],
+            )
+            self._add_meta(db, "next_seq", len(events))
+            self._add_meta(db, "appended", len(events))
+            self._drop_overflow(db)
+        return events
+
+    def read_after(self, seq: int, limit: int) -> list[Event]:
+        """Return up to ``limit`` stored events with a seq above ``seq``, oldest first."""
+        with self._errors("read"):
+            rows = self._conn().execute(
+                "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            )
+            return [decode_event_body(s, b) for s, b in rows]
+
+    def ack(self, upto_seq: int) -> int:
+        """Remove every event with a seq up to ``upto_seq`` (the core has stored them).
+
+        Acks are cumulative; one at or below an earlier ack changes nothing.
+
+        Returns:
+            How many events were removed.
+
+        Raises:
+            OutboxError: ``upto_seq`` was never issued (the core acks what it cannot have).
+        """
+        with self._errors("ack"), self._transaction():
+            db = self._conn()
+            last_issued = self._meta(db, "next_seq") - 1
+            if upto_seq > last_issued:
+                raise OutboxError(
+                    f"ack up to {upto_seq} is beyond the last issued seq {last_issued}"
+                )
+            if upto_seq <= self._meta(db, "acked_upto"):
+                return 0
+            removed = db.execute("DELETE FROM events WHERE seq <= ?", (upto_seq,)).rowcount
+            db.execute("UPDATE meta SET value = ? WHERE key = 'acked_upto'", (upto_seq,))
+            self._add_meta(db, "acked", removed)
+            return removed
+
+    def depth(self) -> int:
+        """How many events are stored and unacknowledged."""
+        with self._errors("read"):
+            return self._depth(self._conn())
+
+    def oldest(self) -> Event | None:
+        """The oldest stored event, or ``None`` if the outbox is empty."""
+        events = self.read_after(0, 1)
+        return events[0] if events else None
+
+    def resume_from(self) -> int:
+        """The oldest stored seq, or the next seq to be issued if none is stored.
+
+        This is what a link ``Hello`` carries: the core can then tell a gap it will never get
+        (dropped or acked) from events that are merely still on their way.
+        """
+        with self._errors("read"):
+            db = self._conn()
+            low = db.execute("SELECT MIN(seq) FROM events").fetchone()[0]
+            return int(low) if low is not None else self._meta(db, "next_seq")
+
+    def has_events_after(self, seq: int) -> bool:
+        """Whether any stored event has a seq above ``seq``."""
+        with self._errors("read"):
+            query = "SELECT 1 FROM events WHERE seq > ? LIMIT 1"
+            return self._conn().execute(query, (seq,)).fetchone() is not None
+
+    def losses(self) -> dict[str, int]:
+        """The loss ledger: events dropped on purpose, by reason (e.g. ``"outbox_full"``)."""
+        with self._errors("read"):
+            return dict(self._conn().execute("SELECT reason, count FROM losses ORDER BY reason"))
+
+    def statistics(self) -> OutboxStatistics:
+        """A snapshot of depth, size on disk and lifetime counters."""
+        with self._errors("read"):
+            db = self._conn()
+            return OutboxStatistics(
+                depth=self._depth(db),
+                bytes_on_disk=self._bytes_on_disk(),
+                appended=self._meta(db, "appended"),
+                acked=self._meta(db, "acked"),
+                dropped=sum(self.losses().values()),
+                next_seq=self._meta(db, "next_seq"),
+            )
+
+    def close(self) -> None:
+        """Close the file (idempotent); later calls raise :class:`OutboxError`."""
+        if self._db is not None:
+            db, self._db = self._db, None
+            db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise OutboxError(f"outbox {self.path} is closed")
+        return self._db
+
+    def _errors(self, operation: str) -> _SqliteErrors:
+        return _SqliteErrors(self.path, operation)
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._conn())
+
+    @staticmethod
+    def _meta(db: sqlite3.Connection, key: str) -> int:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise OutboxError(f"outbox meta key {key!r} is missing: the file is corrupt")
+        return int(row[0])
+
+    @staticmethod
+    def _add_meta(db: sqlite3.Connection, key: str, amount: int) -> None:
+        db.execute("UPDATE meta SET value = value + ? WHERE key = ?", (amount, key))
+
+    @staticmethod
+    def _depth(db: sqlite3.Connection) -> int:
+        # Stored seqs are one contiguous run (module docstring), so MIN/MAX, each a single
+        # B-tree descent, give the count without scanning a million rows.
+        low, high = db.execute("SELECT MIN(seq), MAX(seq) FROM events").fetchone()
+        return 0 if low is None else int(high) - int(low) + 1
+
+    def _drop_overflow(self, db: sqlite3.Connection) -> None:
+        excess = self._depth(db) - self.max_events
+        if excess <= 0:
+            return
+        db.execute(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?)",
+            (excess,),
+        )
+        db.execute(
+            "INSERT INTO losses (reason, count) VALUES (?, ?)"
+            " ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count",
+            (LOSS_OUTBOX_FULL, excess),
+        )
+
+    def _bytes_on_disk(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with suppress(FileNotFoundError):
+                total += Path(f"{self.path}{suffix}").stat().st_size
+        return total
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        try:
+            if exc_type is None:
+                self._db.execute("COMMIT")
+        finally:
+            # A failed COMMIT (a full disk) can leave the transaction open: end it either way.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+
+
+class _SqliteErrors:
+    """Translate ``sqlite3.Error`` into the outbox's own errors, keeping the cause."""
+
+    def __init__(self, path: Path, operation: str) -> None:
+        self._path = path
+        self._operation = operation
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+        if not isinstance(exc, sqlite3.Error):
+            return
+        where = f"outbox {self._path}: {self._operation} failed"
+        if getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL:
+            raise OutboxFull(f"{where}: the disk is full; nothing was stored") from exc
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            raise OutboxError(f"{where}: the file is in use by another process") from exc
+        raise OutboxError(f"{where}: {exc}") from exc
+
+
+class AsyncOutbox:
+    """The outbox for Trio code: each call runs in a worker thread, one at a time.
+
+    Get one from :func:`open_outbox`. Cancelling a call waits for its SQLite work to finish
+    (``trio.to_thread.run_sync`` does not abandon the thread), so a cancelled ``append`` has
+    either fully happened or not at all.
+    """
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+        # One thread at a time: a sqlite3 connection must not be used concurrently.
+        self._limiter = trio.CapacityLimiter(1)
+        self._appended = trio.Event()
+
+    async def _run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
+
+    async def append(self, samples: Sequence[Sample]) -> list[Event]:
+        """See :meth:`Outbox.append`; also wakes :meth:`wait_for_events_after`."""
+        events = await self._run(self._outbox.append, samples)
+        if events:
+            self._appended.set()
+            self._appended = trio.Event()
+        return events
+
+    async def read_after(self, seq: int, limit: int) -> list[Event]:
+        """See :meth:`Outbox.read_after`."""
+        return await self._run(self._outbox.read_after, seq, limit)
+
+    async def ack(self, upto_seq: int) -> int:
+        """See :meth:`Outbox.ack`."""
+        return await self._run(self._outbox.ack, upto_seq)
+
+    async def depth(self) -> int:
+        """See :meth:`Outbox.depth`."""
+        return await self._run(self._outbox.depth)
+
+    async def oldest(self) -> Event | None:
+        """See :meth:`Outbox.oldest`."""
+        return await self._run(self._outbox.oldest)
+
+    async def resume_from(self) -> int:
+        """See :meth:`Outbox.resume_from`."""
+        return await self._run(self._outbox.resume_from)
+
+    async def losses(self) -> dict[str, int]:
+        """See :meth:`Outbox.losses`."""
+        return await self._run(self._outbox.losses)
+
+    async def statistics(self) -> OutboxStatistics:
+        """See :meth:`Outbox.statistics`."""
+        return await self._run(self._outbox.statistics)
+
+    async def aclose(self) -> None:
+        """Close the outbox once calls in progress are done; later calls raise OutboxError."""
+        with trio.CancelScope(shield=True):
+            await self._run(self._outbox.close)
+
+    async def wait_for_events_after(self, seq: int) -> None:
+        """Return once a stored event has a seq above ``seq``; woken by appends, never polls."""
+        while True:
+            # Take the event before checking, so an append that lands between the check and
+            # the wait still wakes us.
+            appended = self._appended
+            if await self._run(self._outbox.has_events_after, seq):
+                return
+            await appended.wait()
+
+
+@asynccontextmanager
+async def open_outbox(
+    path: Path | str, stamper: Stamper, *, max_events: int = DEFAULT_MAX_EVENTS
+) -> AsyncIterator[AsyncOutbox]:
+    """Open the outbox at ``path`` for Trio code and close it on exit.
+
+    Raises:
+        OutboxError: as :class:`Outbox`.
+    """
+    outbox = await trio.to_thread.run_sync(lambda: Outbox(path, stamper, max_events=max_events))
+    async_outbox = AsyncOutbox(outbox)
+    try:
+        yield async_outbox
+    finally:
+        await async_outbox.aclose()
