@@ -1,0 +1,379 @@
+"""The link server: WSS endpoint every gateway and module connects to.
+
+A thin Trio shell around :class:`protocol.session.CoreSession`:
+
+* **Handshake.** ``process_request`` checks the path, the subprotocol and the bearer token
+  in the ``Authorization`` header (never the URL) before the upgrade; a refusal is an HTTP
+  401/403/400 with a JSON body and an access-log entry, and the handler never runs.
+* **Ingest.** A reader task decodes messages and queues batches; a writer task takes every
+  batch queued so far, stores them in one call, and only after the store has committed sends
+  one cumulative ack and publishes the events on the bus. Reading the next batch while the
+  previous one commits keeps one link and the store busy at once.
+* **Errors.** A protocol violation ends only the offending link, with an ``Error`` message
+  and the close code the error carries (``docs/protocol.md`` §Close codes).
+
+It does not verify token signatures itself (``authenticate`` does) and knows nothing about
+the storage engine beyond :class:`cloud.storage.base.EventStore`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+import trio
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Response
+from websockets.trio.server import ServerConnection, serve
+
+from cloud.errors import AuthError
+from cloud.principal import Principal, event_topic, valid_pattern
+from cloud.storage.errors import StorageError
+from protocol import limits
+from protocol.errors import MessageTooBig, ProtocolError
+from protocol.messages import Delivered, ErrorCode, Result, Subscribe
+from protocol.session import BatchReceived, CoreSession, HelloReceived
+
+if TYPE_CHECKING:
+    import ssl
+
+    from websockets.http11 import Request
+
+    from cloud.accesslog import AccessLog
+    from cloud.bus import Bus, Subscription
+    from cloud.storage.base import EventStore
+    from protocol.events import Event
+
+LINK_PATH = "/link"
+#: Batches a link may have read but not yet stored; the reader waits beyond that (TCP then
+#: slows the peer down).
+QUEUED_BATCHES = 8
+#: RFC 6455 leaves 4000-4999 to applications: the token expired or was revoked mid-link.
+CLOSE_TOKEN_ENDED = 4401
+CLOSE_REPLACED = 4409
+
+Authenticate = Callable[[str], Awaitable[Principal]]
+
+
+@dataclass
+class LinkStatistics:
+    connections: int = 0
+    refused_handshakes: int = 0
+    batches: int = 0
+    events_stored: int = 0
+    duplicates: int = 0
+    protocol_errors: int = 0
+
+
+@dataclass
+class LinkServer:
+    """Serves the link protocol; one instance per core process."""
+
+    authenticate: Authenticate
+    store: EventStore
+    bus: Bus
+    access_log: AccessLog
+    clock_ns: Callable[[], int] = time.time_ns
+    stats: LinkStatistics = field(default_factory=LinkStatistics)
+    _principals: dict[int, Principal] = field(default_factory=dict)
+    _active: dict[str, ServerConnection] = field(default_factory=dict)
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen until cancelled; ``task_status.started`` gets the bound port."""
+
+        async def started(server_port: int) -> None:
+            task_status.started(server_port)
+
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                lambda task_status: serve(
+                    self._handle,
+                    port,
+                    host=host,
+                    ssl=ssl_context,
+                    process_request=self._process_request,
+                    subprotocols=[limits.SUBPROTOCOL],  # type: ignore[list-item]
+                    compression=None,  # CBOR batches compress poorly; 50 KiB less per link
+                    max_size=limits.MAX_MESSAGE_BYTES,
+                    server_header=None,  # no version banner
+                    open_timeout=10,
+                    ping_interval=20,
+                    ping_timeout=20,
+                    task_status=task_status,
+                )
+            )
+            bound = server.listeners[0].socket.getsockname()[1]
+            await started(bound)
+
+    # --- handshake ------------------------------------------------------------------------
+
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        peer = _address(connection)
+        self.stats.connections += 1
+        if request.path != LINK_PATH:
+            return self._refuse(peer, HTTPStatus.NOT_FOUND, "not_found", "no such endpoint")
+        offered = ",".join(request.headers.get_all("Sec-WebSocket-Protocol"))
+        if limits.SUBPROTOCOL not in [p.strip() for p in offered.split(",")]:
+            return self._refuse(
+                peer,
+                HTTPStatus.BAD_REQUEST,
+                "subprotocol_required",
+                f"offer the WebSocket subprotocol {limits.SUBPROTOCOL}",
+            )
+        authorization = request.headers.get("Authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return self._refuse(
+                peer, HTTPStatus.UNAUTHORIZED, "token_missing", "send Authorization: Bearer"
+            )
+        try:
+            principal = await self.authenticate(token.strip())
+        except AuthError as exc:
+            return self._refuse(peer, HTTPStatus.UNAUTHORIZED, exc.code, exc.public_message)
+        self._principals[id(connection)] = principal
+        self.access_log.record(
+            "link.auth_ok",
+            peer=peer,
+            principal=principal.id,
+            kind=principal.kind.value,
+            tenant=principal.tenant,
+            jti=principal.token_id,
+        )
+        return None
+
+    def _refuse(self, peer: str, status: HTTPStatus, code: str, message: str) -> Response:
+        self.stats.refused_handshakes += 1
+        self.access_log.record("link.refused", peer=peer, status=int(status), error=code)
+        body = json.dumps({"error": code, "message": message}).encode()
+        headers = Headers(
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                ("Connection", "close"),
+            ]
+        )
+        if status is HTTPStatus.UNAUTHORIZED:
+            headers["WWW-Authenticate"] = 'Bearer realm="assetbook-link"'
+        return Response(int(status), status.phrase, headers, body)
+
+    # --- a connected link -----------------------------------------------------------------
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        principal = self._principals.pop(id(connection))
+        peer = _address(connection)
+        previous = self._active.get(principal.id)
+        if previous is not None:
+            # One live link per principal: a reconnecting gateway replaces its stale link.
+            await previous.aclose(CLOSE_REPLACED, "replaced by a newer link")
+        self._active[principal.id] = connection
+        self.access_log.record("link.open", peer=peer, principal=principal.id)
+        link = _Link(self, connection, principal, peer)
+        try:
+            await link.run()
+        finally:
+            if self._active.get(principal.id) is connection:
+                del self._active[principal.id]
+            self.access_log.record(
+                "link.closed",
+                peer=peer,
+                principal=principal.id,
+                code=_close_code(connection),
+                reason=connection.close_reason,
+                stored=link.stored,
+            )
+
+
+@dataclass
+class _Link:
+    server: LinkServer
+    connection: ServerConnection
+    principal: Principal
+    peer: str
+    stored: int = 0
+
+    async def run(self) -> None:
+        session = CoreSession(self.principal.id)
+        send, receive = trio.open_memory_channel[tuple["Event", ...]](QUEUED_BATCHES)
+        async with trio.open_nursery() as ingest:
+            ingest.start_soon(self._store_and_ack, session, receive)
+            async with send, trio.open_nursery() as live:
+                try:
+                    await self._read(session, send, live)
+                except ProtocolError as exc:
+                    await self._fail(exc)
+                except (ConnectionClosed, trio.BrokenResourceError):
+                    pass  # peer gone, or the store task ended the link
+                live.cancel_scope.cancel()
+            # Batches read before the link ended are still stored: they were valid.
+
+    async def _read(
+        self,
+        session: CoreSession,
+        batches: trio.MemorySendChannel[tuple[Event, ...]],
+        nursery: trio.Nursery,
+    ) -> None:
+        while True:
+            try:
+                data = await self.connection.recv()
+            except ConnectionClosed:
+                return
+            if isinstance(data, str):
+                await self._close(1003, "text frames are not accepted; send binary CBOR")
+                return
+            match session.receive(data):
+                case HelloReceived():
+                    acked = await self.server.store.acked_seq(self.principal.id)
+                    await self.connection.send(session.welcome(secrets.token_hex(8), acked))
+                case BatchReceived(events):
+                    self._check_publish(events)
+                    await batches.send(events)
+                case Subscribe() as request:
+                    await self._subscribe(session, request, nursery)
+                case Result() as result:
+                    self.server.access_log.record(
+                        "link.result", principal=self.principal.id, command=result.command_id
+                    )
+
+    def _check_publish(self, events: tuple[Event, ...]) -> None:
+        for device in {e.device for e in events}:
+            topic = event_topic(self.principal.id, device)
+            if not self.principal.may_publish(topic):
+                self.server.access_log.record(
+                    "link.denied", principal=self.principal.id, action="publish", topic=topic
+                )
+                raise _Forbidden(f"not allowed to publish on {topic}")
+
+    async def _store_and_ack(
+        self, session: CoreSession, batches: trio.MemoryReceiveChannel[tuple[Event, ...]]
+    ) -> None:
+        server = self.server
+        async for first in batches:
+            events = list(first)
+            # Take everything already queued: one commit and one ack for all of it.
+            while True:
+                try:
+                    events.extend(batches.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            try:
+                result = await server.store.store_batch(
+                    self.principal.tenant, self.principal.id, events, server.clock_ns()
+                )
+            except StorageError as exc:
+                # Nothing was acked, so nothing is lost: the peer resends after reconnecting.
+                server.access_log.record(
+                    "link.store_failed", principal=self.principal.id, error=type(exc).__name__
+                )
+                with contextlib.suppress(ConnectionClosed, ProtocolError):
+                    await self.connection.send(
+                        CoreSession.error(ErrorCode.INTERNAL, "storage unavailable; retry later")
+                    )
+                await self._close(1011, "storage unavailable")
+                return
+            server.stats.batches += 1
+            server.stats.events_stored += result.stored
+            server.stats.duplicates += result.duplicates
+            self.stored += result.stored
+            # Stored either way: if the ack is lost, the peer resends and the store deduplicates.
+            with contextlib.suppress(ConnectionClosed):
+                await self.connection.send(session.ack(result.acked_seq))
+            server.bus.publish(
+                self.principal.tenant, [Delivered(self.principal.id, e) for e in events]
+            )
+
+    async def _subscribe(
+        self, session: CoreSession, request: Subscribe, nursery: trio.Nursery
+    ) -> None:
+        for pattern in request.patterns:
+            if not valid_pattern(pattern) or not self.principal.may_subscribe(pattern):
+                self.server.access_log.record(
+                    "link.denied", principal=self.principal.id, action="subscribe", topic=pattern
+                )
+                await self.connection.send(
+                    session.error(
+                        ErrorCode.FORBIDDEN, f"may not subscribe to {pattern}", request.request_id
+                    )
+                )
+                return
+        subscription = self.server.bus.subscribe(self.principal.tenant, request.patterns)
+        nursery.start_soon(self._deliver, session, subscription)
+        await self.connection.send(session.subscribed(request.request_id, request.patterns))
+
+    async def _deliver(self, session: CoreSession, subscription: Subscription) -> None:
+        with subscription:
+            async for first in subscription.receive:
+                items = [first]
+                while len(items) < limits.MAX_BATCH_EVENTS:
+                    try:
+                        items.append(subscription.receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                try:
+                    await self.connection.send(session.deliver(tuple(items)))
+                except ConnectionClosed:
+                    return
+
+    async def _fail(self, exc: ProtocolError) -> None:
+        self.server.stats.protocol_errors += 1
+        code = ErrorCode.FORBIDDEN if isinstance(exc, _Forbidden) else _error_code(exc)
+        self.server.access_log.record(
+            "link.protocol_error",
+            peer=self.peer,
+            principal=self.principal.id,
+            error=type(exc).__name__,
+            reason=exc.reason,
+            close_code=exc.close_code,
+        )
+        with contextlib.suppress(ConnectionClosed, ProtocolError):
+            await self.connection.send(CoreSession.error(code, exc.reason))
+        await self._close(exc.close_code, exc.reason)
+
+    async def _close(self, code: int, reason: str) -> None:
+        # RFC 6455 §5.5: a close frame's reason fits in 123 bytes.
+        await self.connection.aclose(code, reason.encode()[:123].decode(errors="ignore"))
+
+
+class _Forbidden(ProtocolError):
+    close_code = 1008
+
+
+def _error_code(exc: ProtocolError) -> ErrorCode:
+    if isinstance(exc, MessageTooBig):
+        return ErrorCode.TOO_BIG
+    if exc.close_code == 1007:
+        return ErrorCode.MALFORMED
+    if exc.close_code == 1008:
+        return ErrorCode.IDENTITY
+    return ErrorCode.SEQUENCE
+
+
+def _close_code(connection: ServerConnection) -> int | None:
+    """The code this side sent if it closed first (what the peer was told), else the peer's."""
+    sent = connection.protocol.close_sent
+    if sent is not None:
+        return int(sent.code)
+    return connection.close_code
+
+
+def _address(connection: ServerConnection) -> str:
+    try:
+        host, port = connection.remote_address[:2]
+    except (OSError, TypeError, ValueError):
+        return "unknown"
+    return f"{host}:{port}"

@@ -1,0 +1,50 @@
+"""Helpers shared by tests: free ports, required programs, a handle on a running core."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from dataclasses import dataclass
+
+import pytest
+import trio
+
+from cloud.home import CoreHome
+from cloud.registry import issue_api_token, issue_gateway_credentials
+
+TENANT = "acme"
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def require_program(name: str) -> str:
+    """The path of ``name``; skip locally when missing, fail under CI."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (see README: Requirements)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@dataclass
+class RunningCore:
+    home: CoreHome
+    link_url: str
+    rest_url: str
+    stop: trio.Event
+
+    def gateway_token(self, gateway_id: str, tenant: str = TENANT) -> str:
+        return issue_gateway_credentials(self.home, tenant, gateway_id).token
+
+    def api_token(self, scopes: tuple[str, ...] = ("events:read",), tenant: str = TENANT) -> str:
+        token, _claims = issue_api_token(self.home, tenant, "tests", list(scopes), 3600)
+        return token
