@@ -12,6 +12,7 @@ would refuse (limits included), so a peer never sends what the other side must r
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 from typing import TYPE_CHECKING, Any, Final, NoReturn
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 import cbor2
 
 from protocol import limits
-from protocol.errors import DecodeError, MessageTooBig
+from protocol.errors import DecodeError, MessageTooBig, ProtocolError
 from protocol.events import ClockSource, Event, Reading, Value
 from protocol.messages import (
     Ack,
@@ -72,19 +73,27 @@ _NO_SEMANTIC_TAGS: Final[dict[int, Callable[..., Any]]] = dict.fromkeys(range(65
 
 
 def _loads(data: bytes) -> object:
+    stream = io.BytesIO(data)
     try:
-        return cbor2.loads(
-            data,
+        value = cbor2.CBORDecoder(
+            stream,
             tag_hook=_refuse_tag,
             semantic_decoders=_NO_SEMANTIC_TAGS,
             max_depth=_MAX_DEPTH,
+            # docs/protocol.md §Encoding: definite lengths only, one encoding per message.
+            allow_indefinite=False,
             allow_duplicate_keys=False,
-        )
+        ).decode()
     except cbor2.CBORDecodeError as exc:
         raise DecodeError(f"malformed CBOR: {exc}") from None
     except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
         # cbor2 raises a few plain errors on pathological input (e.g. huge lengths).
         raise DecodeError(f"malformed CBOR: {type(exc).__name__}") from None
+    # cbor2 stops after the first data item and ignores what follows; a WebSocket message is
+    # exactly one item (RFC 8949 §5.1 calls anything after it "extraneous data").
+    if stream.tell() != len(data):
+        raise DecodeError(f"{len(data) - stream.tell()} bytes after the message")
+    return value
 
 
 # --- field checks ---------------------------------------------------------------------------
@@ -170,13 +179,17 @@ def _reading_from_wire(record: object) -> Reading:
     if type(record) is not dict:
         raise DecodeError(f"reading: expected a SenML record map, got {_describe(record)}")
     keys = record.keys()
+    if any(type(key) is not int for key in keys):
+        # 0.0 and True compare equal to labels 0 and 1 in Python; only integers are labels.
+        raise DecodeError("reading: SenML labels are integers (RFC 8428 §6)")
     value_keys = keys & _VALUE_LABELS
     if len(value_keys) != 1 or not keys <= (_VALUE_LABELS | {SENML_NAME, SENML_UNIT}):
         raise DecodeError("reading: needs a name, an optional unit and exactly one value")
     if SENML_NAME not in record:
         raise DecodeError("reading: missing name (SenML label 0)")
     name = _text(record[SENML_NAME], "reading name")
-    unit = _text(record.get(SENML_UNIT, ""), "reading unit", empty=True)
+    # An absent unit means "no unit"; an empty one would be a second encoding of the same.
+    unit = _text(record[SENML_UNIT], "reading unit") if SENML_UNIT in record else ""
     (label,) = value_keys
     return Reading(name, unit, _reading_value(label, record[label]))
 
@@ -315,16 +328,20 @@ def _decode_body(kind: int, body: list[Any]) -> Message:
     if kind in (MessageType.SUBSCRIBE, MessageType.SUBSCRIBED):
         request_id, patterns = _array(body, "subscribe", 2)
         items = _array(patterns, "subscribe patterns")
-        if not items or len(items) > limits.MAX_TOPICS:
-            raise DecodeError(f"subscribe patterns: between 1 and {limits.MAX_TOPICS} patterns")
+        if not items:
+            raise DecodeError("subscribe patterns: at least one pattern")
+        if len(items) > limits.MAX_TOPICS:
+            raise MessageTooBig(f"subscribe patterns: more than {limits.MAX_TOPICS} patterns")
         checked = tuple(_text(p, "topic pattern") for p in items)
         cls = Subscribe if kind == MessageType.SUBSCRIBE else Subscribed
         return cls(_uint(request_id, "subscribe request_id"), checked)
     if kind == MessageType.DELIVER:
         (items,) = _array(body, "deliver", 1)
         entries = _array(items, "deliver items")
-        if not entries or len(entries) > limits.MAX_BATCH_EVENTS:
-            raise DecodeError(f"deliver items: between 1 and {limits.MAX_BATCH_EVENTS} events")
+        if not entries:
+            raise DecodeError("deliver items: at least one event")
+        if len(entries) > limits.MAX_BATCH_EVENTS:
+            raise MessageTooBig(f"deliver items: more than {limits.MAX_BATCH_EVENTS} events")
         delivered = []
         for entry in entries:
             gateway, event = _array(entry, "delivered", 2)
@@ -358,8 +375,8 @@ def decode(data: bytes) -> Message:
     try:
         return _decode_body(kind, value[1:])
     except (TypeError, ValueError) as exc:
-        if isinstance(exc, DecodeError):
-            raise
+        if isinstance(exc, ProtocolError):
+            raise  # MessageTooBig included: it must not be reported as malformed
         # Tuple unpacking of a wrong-length array lands here.
         raise DecodeError(f"message type {kind}: wrong number of fields") from None
 
@@ -400,7 +417,13 @@ def encode(message: Message) -> bytes:
         MessageTooBig: the message would exceed a limit.
         DecodeError: the message holds a value the protocol does not allow.
     """
-    data = cbor2.dumps([int(x) if isinstance(x, MessageType) else x for x in _body(message)])
+    wire = [int(x) if isinstance(x, MessageType) else x for x in _body(message)]
+    try:
+        # canonical: sorted map keys and shortest floats (RFC 8949 §4.2), so equal messages
+        # always encode to equal bytes.
+        data = cbor2.dumps(wire, canonical=True)
+    except (cbor2.CBOREncodeError, UnicodeEncodeError) as exc:
+        raise DecodeError(f"cannot encode: {exc}") from None
     # Validating our own output is cheap next to sending it and guarantees encode/decode agree.
     decode(data)
     return data

@@ -288,8 +288,13 @@ class CoreSession:
 
     def ack(self, acked_seq: int) -> bytes:
         """A cumulative ack; call only after the events up to ``acked_seq`` are committed."""
+        if self._state is not _State.OPEN:
+            raise SequenceError("ack before the welcome")
         if acked_seq < self.acked_seq:
             raise SequenceError(f"ack would go backwards: {acked_seq} after {self.acked_seq}")
+        if acked_seq > max(self.last_received_seq, self.acked_seq):
+            # The peer would refuse it (docs/protocol.md §Sessions): never ack unseen seq.
+            raise SequenceError(f"ack {acked_seq} covers seq never received")
         self.acked_seq = acked_seq
         return codec.encode(Ack(acked_seq))
 
