@@ -284,7 +284,8 @@ def _gateway_list(args: argparse.Namespace) -> int:
     with Registry(CoreHome(args.home).db_path) as registry:
         for gw in registry.list_gateways(args.tenant):
             state = "revoked" if gw.revoked else "active"
-            print(f"{gw.gateway_id}\t{state}")
+            seen = _when(gw.last_seen) if gw.last_seen else "never connected"
+            print(f"{gw.gateway_id}\t{state}\t{seen}")
     return 0
 
 
@@ -397,6 +398,12 @@ def _demo(args: argparse.Namespace) -> int:
 # --- plumbing -----------------------------------------------------------------------------
 
 
+def _when(timestamp: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="seconds")
+
+
 class _UsageError(Exception):
     pass
 
@@ -435,6 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     from cloud.errors import CloudError
     from drivers.errors import DriverError
     from gateway.errors import GatewayError

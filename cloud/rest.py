@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud.errors import AuthCode, AuthError
@@ -71,10 +71,16 @@ class SenmlRecord(BaseModel):
 
     n: str = Field(description="SenML name")
     u: str | None = Field(default=None, description="SenML unit (RFC 8428 §12)")
-    v: float | None = None
+    v: int | float | None = None
     vs: str | None = None
     vb: bool | None = None
     vd: str | None = Field(default=None, description="data value, base64url without padding")
+
+    @model_serializer(mode="wrap")
+    def _without_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # SenML records carry only the fields that are present (RFC 8428 §4).
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None}
 
 
 class EventOut(BaseModel):

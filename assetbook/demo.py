@@ -1,0 +1,208 @@
+"""``assetbook demo``: a whole system on this machine, the way an operator would run it.
+
+It runs the same commands a user would type (``assetbook core init``, ``core run``,
+``tenant create``, ``gateway create``, ``token create``, ``sim gps``, ``gateway run``), each
+as its own process with its log in ``<dir>/logs/``, prints where to look, reports progress
+every few seconds, and on Ctrl-C stops the gateway first (so its outbox is flushed), then the
+simulator, then the core. A second run reuses the same folder and its stored events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+TENANT: Final = "demo"
+GATEWAY: Final = "gw-demo"
+PROGRESS_INTERVAL_S: Final = 5.0
+READY_TIMEOUT_S: Final = 30.0
+
+
+@dataclass
+class _Child:
+    name: str
+    process: trio.Process
+    log: Path
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _assetbook(*args: str) -> list[str]:
+    return [sys.executable, "-m", "assetbook", *args]
+
+
+def _run(args: list[str], log: Path) -> None:
+    """Run a setup command to completion; its output goes to ``log``."""
+    with log.open("ab") as out:
+        result = subprocess.run(args, stdout=out, stderr=subprocess.STDOUT, check=False)  # noqa: S603
+    if result.returncode != 0:
+        raise SystemExit(f"demo: `{' '.join(args[2:])}` failed; see {log}")
+
+
+def _setup(root: Path) -> tuple[Path, Path, Path]:
+    """Create (or reuse) the core home, tenant, gateway config and an API token."""
+    home = root / "core"
+    logs = root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    setup_log = logs / "setup.log"
+    gateway_dir = root / GATEWAY
+    api_token = root / "api.token"
+    if not (home / "config.toml").exists():
+        link_port = 8444 if _port_free(8444) else _free_port()
+        rest_port = 8443 if _port_free(8443) else _free_port()
+        print(f"creating the core home in {home}")
+        _run(
+            _assetbook(
+                "core", "init", "--home", str(home),
+                "--link-port", str(link_port), "--rest-port", str(rest_port),
+            ),
+            setup_log,
+        )  # fmt: skip
+        _run(_assetbook("tenant", "create", TENANT, "--home", str(home)), setup_log)
+        _run(
+            _assetbook(
+                "gateway", "create", "--home", str(home), "--tenant", TENANT,
+                "--id", GATEWAY, "--out", str(gateway_dir),
+                "--gps-port", str((root / "gps.tty").resolve()),
+            ),
+            setup_log,
+        )  # fmt: skip
+        _run(
+            _assetbook(
+                "token", "create", "--home", str(home), "--tenant", TENANT, "--name", "demo",
+                "--scope", "events:read", "--out", str(api_token),
+            ),
+            setup_log,
+        )  # fmt: skip
+    return home, gateway_dir / "gateway.toml", api_token
+
+
+async def _start(name: str, args: list[str], logs: Path) -> _Child:
+    log = logs / f"{name}.log"
+    out = log.open("ab")
+    process = await trio.lowlevel.open_process(
+        args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    out.close()
+    return _Child(name, process, log)
+
+
+async def _wait_for_line(child: _Child, text: str) -> None:
+    """Wait until ``child``'s log holds ``text`` (it is another process: poll its file)."""
+    with trio.fail_after(READY_TIMEOUT_S):
+        while text not in child.log.read_text(errors="replace"):
+            if child.process.returncode is not None:
+                raise SystemExit(f"demo: {child.name} exited; see {child.log}")
+            await trio.sleep(0.1)
+
+
+async def _stop(child: _Child) -> None:
+    if child.process.returncode is None:
+        child.process.send_signal(signal.SIGTERM)
+    with trio.move_on_after(10):
+        await child.process.wait()
+    if child.process.returncode is None:
+        child.process.kill()
+        await child.process.wait()
+
+
+def _progress(gateway_dir: Path) -> str:
+    try:
+        health = json.loads((gateway_dir / "data" / "health.json").read_text())
+    except (OSError, ValueError):
+        return "gateway starting…"
+    driver: dict[str, int] = next(iter(health["drivers"].values()), {})
+    return (
+        f"GPS samples {driver.get('samples', 0)}, bad frames {driver.get('bad_frames', 0)} | "
+        f"outbox depth {health['outbox']['depth']} | link {health['uplink']['state']}, "
+        f"stored up to seq {health['uplink']['acked_seq']}"
+    )
+
+
+async def _demo(root: Path, rate: float) -> None:
+    home, gateway_config, api_token = _setup(root)
+    logs = root / "logs"
+    config_text = (home / "config.toml").read_text()
+    rest_url = next(
+        line.split("=", 1)[1].strip().strip('"')
+        for line in config_text.splitlines()
+        if line.strip().startswith("rest_url")
+    )
+    core = await _start("core", _assetbook("core", "run", "--home", str(home)), logs)
+    children = [core]
+    try:
+        await _wait_for_line(core, "core ready")
+        sim = await _start(
+            "gps-sim",
+            _assetbook("sim", "gps", "--rate", str(rate), "--link", str(root / "gps.tty")),
+            logs,
+        )
+        children.append(sim)
+        await _wait_for_line(sim, "GPS simulator on")
+        gateway = await _start(
+            "gateway", _assetbook("gateway", "run", "--config", str(gateway_config)), logs
+        )
+        children.append(gateway)
+        await _wait_for_line(gateway, "running")
+        ca = home / "tls" / "ca.pem"
+        print(
+            f"""
+AssetBook demo is running (Ctrl-C stops it).
+  core       REST {rest_url}   logs: {logs}/
+  gateway    {GATEWAY} in tenant {TENANT}, reading a simulated GPS on {root / "gps.tty"}
+  access log {home / "logs" / "access.jsonl"}
+
+Read the stored events:
+  assetbook events --url {rest_url} --ca {ca} --token-file {api_token} --limit 5
+  curl --cacert {ca} -H "Authorization: Bearer $(cat {api_token})" \\
+       "{rest_url}/api/v1/events?device=gps-1&limit=5"
+API description: {rest_url}/api/v1/openapi.json
+""",
+            flush=True,
+        )
+        while True:
+            await trio.sleep(PROGRESS_INTERVAL_S)
+            for child in children:
+                if child.process.returncode is not None:
+                    raise SystemExit(f"demo: {child.name} exited; see {child.log}")
+            print(_progress(gateway_config.parent), flush=True)
+    finally:
+        with trio.CancelScope(shield=True):
+            print("\nstopping: gateway, simulator, core", flush=True)
+            for child in reversed(children):
+                await _stop(child)
+
+
+def run_demo(root: Path, *, rate: float) -> int:
+    """Run the demo until Ctrl-C; returns the exit status."""
+    root.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(_demo, root, rate)
+    print(f"demo stopped; its files stay in {root} (run `just demo` again to resume)")
+    return 0
