@@ -164,9 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     # simulators and demo
     sim = sub.add_parser("sim", help="run a device simulator")
     sim_sub = sim.add_subparsers(dest="device", required=True, metavar="DEVICE")
+    # The simulator parses its own options (see `assetbook sim gps --help`).
     gps = sim_sub.add_parser("gps", help="NMEA 0183 GPS on a pty", add_help=False)
-    gps.add_argument("args", nargs=argparse.REMAINDER)
-    gps.set_defaults(handler=_sim_gps)
+    gps.set_defaults(handler=_sim_gps, forwards_options=True)
 
     demo = sub.add_parser(
         "demo", help="run a whole system here: core, simulated GPS, gateway; Ctrl-C stops it"
@@ -386,7 +386,7 @@ def _read_token(path: Path | None) -> str:
 def _sim_gps(args: argparse.Namespace) -> int:
     from simulators.gps import main as gps_main
 
-    return gps_main(args.args)
+    return gps_main(args.extra)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -436,7 +436,10 @@ def _run_until_signal(main: Callable[[trio.Event], Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "forwards_options", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -13,7 +13,6 @@ tenant's events.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,6 +21,7 @@ import trio
 from cloud.principal import event_topic, topic_matches
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from types import TracebackType
 
     from protocol.messages import Delivered

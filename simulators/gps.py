@@ -444,6 +444,8 @@ async def _serve(master_fd: int, script: GpsScript, args: argparse.Namespace) ->
                     await run_gps_simulator(
                         stream, script, rate_hz=args.rate, count=args.count, record=args.record
                     )
+                    if args.count is not None:
+                        print(f"sent {args.count} fixes", flush=True)
                     await trio.sleep_forever()  # keep the pty for the reader to drain
 
             nursery.start_soon(run_then_idle)

@@ -198,11 +198,15 @@ async def test_text_frames_are_refused_with_1003(core: RunningCore) -> None:
 async def test_oversized_message_is_refused_with_1009(core: RunningCore) -> None:
     async with open_link(core, core.gateway_token("gw-1")) as ws:
         await say_hello(ws, "gw-1")
+
         # The core closes as soon as the frame header announces the size, possibly while
         # this side is still sending the payload.
-        with pytest.raises(ConnectionClosed) as closed, trio.fail_after(5):
+        async def send_oversized_then_read() -> None:
             await ws.send(b"\x00" * (limits.MAX_MESSAGE_BYTES + 1))
             await ws.recv()
+
+        with pytest.raises(ConnectionClosed) as closed, trio.fail_after(5):
+            await send_oversized_then_read()
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1009
     entry = await wait_for_log(core, "link.closed")
@@ -246,7 +250,7 @@ def _forge(core: RunningCore, **overrides: object) -> str:
 def _alg_none(core: RunningCore) -> str:
     token = _forge(core)
     claims = jwt.decode(token, options={"verify_signature": False})
-    return jwt.encode(claims, key=None, algorithm="none", headers={"typ": "ab-link+jwt"})
+    return jwt.encode(claims, key="", algorithm="none", headers={"typ": "ab-link+jwt"})
 
 
 def _other_key(core: RunningCore) -> str:
