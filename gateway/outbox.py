@@ -29,7 +29,9 @@ is the uplink's job.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
+from collections import deque
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,8 @@ _T = TypeVar("_T")
 
 #: Default bound on stored events; about 100 MB at typical event sizes.
 DEFAULT_MAX_EVENTS: Final = 1_000_000
+#: Recently appended events :class:`AsyncOutbox` also keeps in memory for the uplink.
+TAIL_CACHE_EVENTS: Final = 50_000
 #: Loss-ledger reason for events dropped because the outbox was full.
 LOSS_OUTBOX_FULL: Final = "outbox_full"
 
@@ -429,11 +433,15 @@ class AsyncOutbox:
     either fully happened or not at all.
     """
 
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, *, tail_events: int = TAIL_CACHE_EVENTS) -> None:
         self._outbox = outbox
         # One thread at a time: a sqlite3 connection must not be used concurrently.
         self._limiter = trio.CapacityLimiter(1)
         self._appended = trio.Event()
+        # The newest appended events, consecutive seqs, oldest first: an uplink that keeps up
+        # reads them from here instead of queueing behind the next append for the disk.
+        self._tail: deque[Event] = deque()
+        self._tail_events = tail_events
 
     async def _run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
@@ -442,17 +450,27 @@ class AsyncOutbox:
         """See :meth:`Outbox.append`; also wakes :meth:`wait_for_events_after`."""
         events = await self._run(self._outbox.append, samples)
         if events:
+            self._tail.extend(events)
+            while len(self._tail) > self._tail_events:
+                self._tail.popleft()
             self._appended.set()
             self._appended = trio.Event()
         return events
 
     async def read_after(self, seq: int, limit: int) -> list[Event]:
-        """See :meth:`Outbox.read_after`."""
+        """See :meth:`Outbox.read_after`; served from memory when ``seq`` is recent."""
+        tail = self._tail
+        if tail and tail[0].seq <= seq + 1:
+            start = seq + 1 - tail[0].seq
+            return list(itertools.islice(tail, start, start + limit))
         return await self._run(self._outbox.read_after, seq, limit)
 
     async def ack(self, upto_seq: int) -> int:
         """See :meth:`Outbox.ack`."""
-        return await self._run(self._outbox.ack, upto_seq)
+        removed = await self._run(self._outbox.ack, upto_seq)
+        while self._tail and self._tail[0].seq <= upto_seq:
+            self._tail.popleft()
+        return removed
 
     async def depth(self) -> int:
         """See :meth:`Outbox.depth`."""
@@ -485,6 +503,8 @@ class AsyncOutbox:
             # Take the event before checking, so an append that lands between the check and
             # the wait still wakes us.
             appended = self._appended
+            if self._tail and self._tail[-1].seq > seq:
+                return
             if await self._run(self._outbox.has_events_after, seq):
                 return
             await appended.wait()

@@ -1,0 +1,276 @@
+"""Ingest benchmark: one gateway streaming to one core, durable rate and latency.
+
+``python -m bench.ingest`` (``just bench``) builds a throw-away core home, starts the core as
+its own process (``assetbook core run``), and runs a real gateway in this process: a
+synthetic driver produces samples as fast as the gateway takes them (or at ``--rate``), the
+outbox commits them, and the uplink sends them over TLS with the gateway's token. It reports:
+
+* **durable ingest rate**: events acknowledged by the core (so committed there) per second;
+* **latency** p50/p99/p99.9 from an event's outbox append (its stamp) to the core's
+  acknowledgement arriving back at the gateway: the whole at-least-once round trip;
+* the core's CPU seconds and peak resident memory, and this process's CPU per event;
+* lost and doubled events, counted from the core's store after the run (must be 0).
+
+Results go to ``bench/results/ingest.json`` and a row is added to the table in
+``docs/performance.md``. It measures; it asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+
+from bench.ws_choice import machine_info, percentile, process_cpu_s
+from cloud.home import init_home
+from cloud.registry import Registry, issue_gateway_credentials
+from drivers.base import DriverHealth, Sample
+from gateway.app import Gateway
+from gateway.config import write_config
+from protocol.events import Reading
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+RESULTS: Final = Path("bench/results/ingest.json")
+PERFORMANCE_DOC: Final = Path("docs/performance.md")
+TABLE_MARKER: Final = "<!-- ingest results: bench/ingest.py appends rows above this line -->"
+
+
+@dataclass
+class SyntheticDriver:
+    """A sensor that produces a temperature/humidity sample as fast as it is taken."""
+
+    name: str
+    rate_per_s: float
+    health: DriverHealth = field(default_factory=DriverHealth)
+
+    async def run(
+        self,
+        send: trio.MemorySendChannel[Sample],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        task_status.started()
+        interval = 1 / self.rate_per_s if self.rate_per_s > 0 else 0.0
+        next_at = trio.current_time()
+        n = 0
+        while True:
+            n += 1
+            readings = (
+                Reading("temperature", "Cel", 20 + n % 100 / 10),
+                Reading("humidity", "%RH", 40.5),
+            )
+            await send.send(Sample(self.name, readings))
+            self.health.samples += 1
+            if interval:
+                next_at += interval
+                await trio.sleep_until(next_at)
+
+
+@dataclass
+class Latencies:
+    appended_ns: dict[int, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    acked_total: int = 0
+
+
+def _setup(root: Path, rate: float, sensors: int) -> tuple[Path, Path, Path]:
+    from tests.support import free_port
+
+    home = init_home(root / "core", link_port=free_port(), rest_port=free_port())
+    with Registry(home.db_path) as registry:
+        registry.create_tenant("bench")
+    credentials = issue_gateway_credentials(home, "bench", "gw-bench")
+    gateway_dir = root / "gw"
+    gateway_dir.mkdir()
+    (gateway_dir / "ca.pem").write_bytes(credentials.ca_pem)
+    config = write_config(
+        gateway_dir / "gateway.toml",
+        gateway_id="gw-bench",
+        tenant="bench",
+        url=credentials.link_url,
+        token=credentials.token,
+        ca_file="ca.pem",
+        data_dir="./data",
+        log_level="warning",
+    )
+    del config, rate, sensors
+    return home.root, gateway_dir / "gateway.toml", home.db_dir / "events.sqlite"
+
+
+async def _run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    from gateway.config import load_config
+
+    home, gateway_config, events_db = _setup(root, args.rate, args.sensors)
+    core = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "assetbook", "core", "run", "--home", str(home)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert core.stdout is not None
+    buffer = b""
+    with trio.fail_after(30):
+        while b"core ready" not in buffer:
+            buffer += await core.stdout.receive_some()
+    config = load_config(gateway_config)
+    gateway = Gateway(config)
+    per_sensor = args.rate / args.sensors if args.rate else 0.0
+    gateway.drivers = [SyntheticDriver(f"sensor-{i}", per_sensor) for i in range(args.sensors)]
+    lat = Latencies()
+    stop = trio.Event()
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    core_cpu_before = process_cpu_s(core.pid)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(gateway.run, stop)
+        _instrument(gateway, lat)
+        started = time.monotonic()
+        acked_at_start = lat.acked_total
+        await _progress(args.duration, lat)
+        elapsed = time.monotonic() - started
+        acked = lat.acked_total - acked_at_start
+        stop.set()
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    core_cpu = process_cpu_s(core.pid) - core_cpu_before
+    core_peak_kib = _peak_rss_kib(core.pid)
+    core.terminate()
+    await core.wait()
+    lost, doubled, stored = _check_store(events_db, gateway)
+    gateway_cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (
+        cpu_before.ru_utime + cpu_before.ru_stime
+    )
+    return {
+        "machine": machine_info(),
+        "command": "python -m bench.ingest " + " ".join(sys.argv[1:]),
+        "duration_s": round(elapsed, 2),
+        "sensors": args.sensors,
+        "offered_rate": args.rate or "max",
+        "durable_events_per_s": round(acked / elapsed),
+        "latency_ms": {
+            "p50": round(percentile(lat.latencies_ms, 0.50), 2),
+            "p99": round(percentile(lat.latencies_ms, 0.99), 2),
+            "p99.9": round(percentile(lat.latencies_ms, 0.999), 2),
+        },
+        "core_cpu_s_per_s": round(core_cpu / elapsed, 2),
+        "core_peak_rss_mib": round(core_peak_kib / 1024, 1),
+        "gateway_cpu_us_per_event": round(gateway_cpu / max(acked, 1) * 1e6, 1),
+        "stored": stored,
+        "lost": lost,
+        "doubled": doubled,
+    }
+
+
+def _instrument(gateway: Gateway, lat: Latencies) -> None:
+    """Record each event's append time and the time its acknowledgement comes back."""
+    outbox = gateway.outbox
+    assert outbox is not None
+    original_append, original_ack = outbox.append, outbox.ack
+
+    async def append(samples: Sequence[Sample]) -> Any:
+        events = await original_append(samples)
+        for event in events:
+            lat.appended_ns[event.seq] = event.wall_ns
+        return events
+
+    async def ack(upto_seq: int) -> int:
+        now = time.time_ns()
+        for seq in [s for s in lat.appended_ns if s <= upto_seq]:
+            lat.latencies_ms.append((now - lat.appended_ns.pop(seq)) / 1e6)
+            lat.acked_total += 1
+        return await original_ack(upto_seq)
+
+    outbox.append = append  # type: ignore[method-assign]
+    outbox.ack = ack  # type: ignore[method-assign]
+
+
+async def _progress(duration: float, lat: Latencies) -> None:
+    end = trio.current_time() + duration
+    last = lat.acked_total
+    while trio.current_time() < end:
+        await trio.sleep(1)
+        now = lat.acked_total
+        print(f"  {now - last:>8} events/s durable, {now:>9} in total", file=sys.stderr)
+        last = now
+
+
+def _cpu_s(usage: resource.struct_rusage) -> float:
+    return usage.ru_utime + usage.ru_stime
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _check_store(events_db: Path, gateway: Gateway) -> tuple[int, int, int]:
+    """Lost = seqs issued by the outbox but neither stored nor still queued; doubled = any
+    (gateway, seq) stored twice (the primary key forbids it; counted to prove it)."""
+    with sqlite3.connect(f"file:{events_db}?mode=ro", uri=True) as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        table = "events" if "events" in tables else tables[0]
+        stored, distinct, top = db.execute(
+            f"SELECT COUNT(*), COUNT(DISTINCT seq), MAX(seq) FROM {table}"
+        ).fetchone()
+    del gateway
+    lost = (top or 0) - distinct
+    return lost, stored - distinct, stored
+
+
+def _write_results(result: dict[str, Any]) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    history = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    history.append(result)
+    RESULTS.write_text(json.dumps(history, indent=2) + "\n")
+    if PERFORMANCE_DOC.exists() and TABLE_MARKER in PERFORMANCE_DOC.read_text():
+        machine = result["machine"]
+        lat = result["latency_ms"]
+        row = (
+            f"| {machine['date'][:10]} | {machine['nproc']} x {machine['cpu_model']} | "
+            f"`{result['command']}` | {result['durable_events_per_s']:,} | "
+            f"{lat['p50']} / {lat['p99']} / {lat['p99.9']} | {result['core_cpu_s_per_s']} | "
+            f"{result['core_peak_rss_mib']} | {result['gateway_cpu_us_per_event']} | "
+            f"{result['lost']} / {result['doubled']} |\n"
+        )
+        text = PERFORMANCE_DOC.read_text().replace(
+            TABLE_MARKER, row.rstrip("\n") + "\n" + TABLE_MARKER
+        )
+        PERFORMANCE_DOC.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ingest",
+        description="Measure durable ingest rate and latency for one gateway and one core.",
+    )
+    parser.add_argument("--duration", type=float, default=10, help="seconds to measure (10)")
+    parser.add_argument(
+        "--rate", type=float, default=0, help="offered events/s; 0 = as fast as possible"
+    )
+    parser.add_argument("--sensors", type=int, default=4, help="synthetic sensors (4)")
+    parser.add_argument("--no-record", action="store_true", help="do not write results or docs")
+    args = parser.parse_args(argv)
+    print(
+        f"ingest benchmark: {args.duration:g} s, offered rate {args.rate or 'max'}", file=sys.stderr
+    )
+    with tempfile.TemporaryDirectory(prefix="assetbook-bench-") as tmp:
+        result = trio.run(_run, args, Path(tmp))
+    print(json.dumps(result, indent=2))
+    if not args.no_record:
+        _write_results(result)
+    return 0 if result["lost"] == 0 and result["doubled"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
