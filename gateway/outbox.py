@@ -296,6 +296,29 @@ class Outbox:
             low = db.execute("SELECT MIN(seq) FROM events").fetchone()[0]
             return int(low) if low is not None else self._meta(db, "next_seq")
 
+    def renumber_above(self, floor: int) -> int:
+        """Make every stored and future seq greater than ``floor``; returns how many moved.
+
+        Needed when the core already holds seqs up to ``floor`` that this outbox never issued:
+        the gateway's data directory was lost or replaced, and its seqs started again at 1.
+        Reusing them would make the core drop new events as duplicates of old ones, so the
+        stored events shift up past ``floor`` (keeping their order) and so does ``next_seq``.
+        Nothing happens when ``floor`` is below the next seq, the normal case.
+        """
+        with self._errors("renumber"), self._transaction():
+            db = self._conn()
+            next_seq = self._meta(db, "next_seq")
+            if floor < next_seq:
+                return 0
+            low = db.execute("SELECT MIN(seq) FROM events").fetchone()[0]
+            offset = floor + 1 - (int(low) if low is not None else next_seq)
+            # Two passes, so that no row ever takes a seq another row still holds.
+            moved = db.execute("UPDATE events SET seq = -seq").rowcount
+            db.execute("UPDATE events SET seq = ? - seq", (offset,))
+            self._add_meta(db, "next_seq", offset)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'acked_upto'", (floor,))
+            return int(moved)
+
     def has_events_after(self, seq: int) -> bool:
         """Whether any stored event has a seq above ``seq``."""
         with self._errors("read"):
@@ -483,6 +506,13 @@ class AsyncOutbox:
     async def resume_from(self) -> int:
         """See :meth:`Outbox.resume_from`."""
         return await self._run(self._outbox.resume_from)
+
+    async def renumber_above(self, floor: int) -> int:
+        """See :meth:`Outbox.renumber_above`."""
+        moved = await self._run(self._outbox.renumber_above, floor)
+        if moved:
+            self._tail.clear()  # the cached events carry the old seqs
+        return moved
 
     async def losses(self) -> dict[str, int]:
         """See :meth:`Outbox.losses`."""

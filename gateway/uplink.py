@@ -148,6 +148,14 @@ class Uplink:
                 raise ProtocolError(f"core refused the session: {welcome.reason}")
             if not isinstance(welcome, Welcomed):
                 raise ProtocolError(f"expected welcome, got {type(welcome).__name__}")
+            moved = await self.outbox.renumber_above(welcome.acked_seq)
+            if moved:
+                log.warning(
+                    "the core already holds seqs up to %d that this outbox never issued (its "
+                    "data directory was replaced); %d waiting events renumbered after them",
+                    welcome.acked_seq,
+                    moved,
+                )
             await self.outbox.ack(welcome.acked_seq)
             self.health.acked_seq = welcome.acked_seq
             self.health.state = LinkState.ONLINE

@@ -367,3 +367,22 @@ def test_durability_settings(db_path: Path) -> None:
         db = box._conn()
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_renumber_above_moves_waiting_events_past_the_cores_seqs(db_path: Path) -> None:
+    with Outbox(db_path, make_stamper()) as box:
+        appended = box.append(samples(3))
+        assert box.renumber_above(10) == 3
+        moved = all_events(box)
+        assert [e.seq for e in moved] == [11, 12, 13]
+        assert [e.readings for e in moved] == [e.readings for e in appended]
+        assert box.append(samples(1))[0].seq == 14
+        assert box.ack(10) == 0  # the core's seqs are now below everything held
+
+
+def test_renumber_above_is_a_no_op_in_the_normal_case(db_path: Path) -> None:
+    with Outbox(db_path, make_stamper()) as box:
+        box.append(samples(5))
+        box.ack(2)
+        assert box.renumber_above(4) == 0
+        assert [e.seq for e in all_events(box)] == [3, 4, 5]
