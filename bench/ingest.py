@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -49,11 +50,20 @@ TABLE_MARKER: Final = "<!-- ingest results: bench/ingest.py appends rows above t
 
 @dataclass
 class SyntheticDriver:
-    """A sensor that produces a temperature/humidity sample as fast as it is taken."""
+    """A sensor producing temperature/humidity samples at ``rate_per_s`` (0: as fast as they
+    are taken); ``pause()``/``resume()`` switch it off and on between phases."""
 
     name: str
-    rate_per_s: float
+    rate_per_s: float = 0.0
     health: DriverHealth = field(default_factory=DriverHealth)
+    _running: trio.Event = field(default_factory=trio.Event)
+
+    def resume(self, rate_per_s: float) -> None:
+        self.rate_per_s = rate_per_s
+        self._running.set()
+
+    def pause(self) -> None:
+        self._running = trio.Event()
 
     async def run(
         self,
@@ -62,27 +72,27 @@ class SyntheticDriver:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         task_status.started()
-        interval = 1 / self.rate_per_s if self.rate_per_s > 0 else 0.0
-        next_at = trio.current_time()
         n = 0
+        next_at = trio.current_time()
         while True:
+            if not self._running.is_set():
+                await self._running.wait()
+                next_at = trio.current_time()
             n += 1
-            readings = (
-                Reading("temperature", "Cel", 20 + n % 100 / 10),
-                Reading("humidity", "%RH", 40.5),
-            )
-            await send.send(Sample(self.name, readings))
+            temperature = Reading("temperature", "Cel", 20 + n % 100 / 10)
+            await send.send(Sample(self.name, (temperature, Reading("humidity", "%RH", 40.5))))
             self.health.samples += 1
-            if interval:
-                next_at += interval
+            if self.rate_per_s > 0:
+                next_at += 1 / self.rate_per_s
                 await trio.sleep_until(next_at)
 
 
 @dataclass
 class Latencies:
-    appended_ns: dict[int, int] = field(default_factory=dict)
+    appended_ns: deque[tuple[int, int]] = field(default_factory=deque)  # (seq, stamp), in order
     latencies_ms: list[float] = field(default_factory=list)
     acked_total: int = 0
+    acked: trio.Event = field(default_factory=trio.Event)  # replaced after every ack
 
 
 def _setup(root: Path, rate: float, sensors: int) -> tuple[Path, Path, Path]:
@@ -125,23 +135,25 @@ async def _run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             buffer += await core.stdout.receive_some()
     config = load_config(gateway_config)
     gateway = Gateway(config)
-    per_sensor = args.rate / args.sensors if args.rate else 0.0
-    gateway.drivers = [SyntheticDriver(f"sensor-{i}", per_sensor) for i in range(args.sensors)]
+    drivers = [SyntheticDriver(f"sensor-{i}") for i in range(args.sensors)]
+    gateway.drivers = list(drivers)
     lat = Latencies()
     stop = trio.Event()
-    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
-    core_cpu_before = process_cpu_s(core.pid)
     async with trio.open_nursery() as nursery:
         await nursery.start(gateway.run, stop)
         _instrument(gateway, lat)
-        started = time.monotonic()
-        acked_at_start = lat.acked_total
-        await _progress(args.duration, lat)
-        elapsed = time.monotonic() - started
-        acked = lat.acked_total - acked_at_start
+        cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+        core_cpu_before = process_cpu_s(core.pid)
+        print("phase 1: as fast as the gateway takes samples", file=sys.stderr)
+        max_rate, elapsed = await _phase(drivers, args.rate, args.duration, lat)
+        acked_max = round(max_rate * elapsed)
+        cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+        core_cpu = process_cpu_s(core.pid) - core_cpu_before
+        saturated = _percentiles(lat.latencies_ms)
+        half = (args.rate or max_rate) / 2
+        print(f"phase 2: latency at half that rate, {half:.0f} events/s", file=sys.stderr)
+        half_rate, _ = await _phase(drivers, half, args.duration, lat)
         stop.set()
-    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
-    core_cpu = process_cpu_s(core.pid) - core_cpu_before
     core_peak_kib = _peak_rss_kib(core.pid)
     core.terminate()
     await core.wait()
@@ -155,15 +167,13 @@ async def _run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "duration_s": round(elapsed, 2),
         "sensors": args.sensors,
         "offered_rate": args.rate or "max",
-        "durable_events_per_s": round(acked / elapsed),
-        "latency_ms": {
-            "p50": round(percentile(lat.latencies_ms, 0.50), 2),
-            "p99": round(percentile(lat.latencies_ms, 0.99), 2),
-            "p99.9": round(percentile(lat.latencies_ms, 0.999), 2),
-        },
+        "durable_events_per_s": round(max_rate),
+        "latency_ms": _percentiles(lat.latencies_ms),
+        "latency_rate_events_per_s": round(half_rate),
+        "latency_ms_saturated": saturated,
         "core_cpu_s_per_s": round(core_cpu / elapsed, 2),
         "core_peak_rss_mib": round(core_peak_kib / 1024, 1),
-        "gateway_cpu_us_per_event": round(gateway_cpu / max(acked, 1) * 1e6, 1),
+        "gateway_cpu_us_per_event": round(gateway_cpu / max(acked_max, 1) * 1e6, 1),
         "stored": stored,
         "lost": lost,
         "doubled": doubled,
@@ -179,18 +189,50 @@ def _instrument(gateway: Gateway, lat: Latencies) -> None:
     async def append(samples: Sequence[Sample]) -> Any:
         events = await original_append(samples)
         for event in events:
-            lat.appended_ns[event.seq] = event.wall_ns
+            lat.appended_ns.append((event.seq, event.wall_ns))
         return events
 
     async def ack(upto_seq: int) -> int:
         now = time.time_ns()
-        for seq in [s for s in lat.appended_ns if s <= upto_seq]:
-            lat.latencies_ms.append((now - lat.appended_ns.pop(seq)) / 1e6)
+        pending = lat.appended_ns
+        while pending and pending[0][0] <= upto_seq:
+            lat.latencies_ms.append((now - pending.popleft()[1]) / 1e6)
             lat.acked_total += 1
+        lat.acked.set()
+        lat.acked = trio.Event()
         return await original_ack(upto_seq)
 
     outbox.append = append  # type: ignore[method-assign]
     outbox.ack = ack  # type: ignore[method-assign]
+
+
+async def _phase(
+    drivers: list[SyntheticDriver], rate: float, duration: float, lat: Latencies
+) -> tuple[float, float]:
+    """Offer ``rate`` events/s (0: max) for ``duration``; returns the durable rate measured.
+
+    Starts from an empty pipeline and drains it afterwards, so phases do not overlap."""
+    lat.latencies_ms.clear()
+    for driver in drivers:
+        driver.resume(rate / len(drivers) if rate else 0.0)
+    started, acked_before = time.monotonic(), lat.acked_total
+    await _progress(duration, lat)
+    elapsed = time.monotonic() - started
+    rate_measured = (lat.acked_total - acked_before) / elapsed
+    for driver in drivers:
+        driver.pause()
+    with trio.fail_after(120):
+        while lat.appended_ns:  # wait for the backlog to be acknowledged
+            await lat.acked.wait()
+    return rate_measured, elapsed
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    return {
+        "p50": round(percentile(samples, 0.50), 2),
+        "p99": round(percentile(samples, 0.99), 2),
+        "p99.9": round(percentile(samples, 0.999), 2),
+    }
 
 
 async def _progress(duration: float, lat: Latencies) -> None:
