@@ -202,9 +202,8 @@ def _core_init(args: argparse.Namespace) -> int:
 
 def _core_run(args: argparse.Namespace) -> int:
     from cloud.app import serve_core
-    from cloud.home import CoreHome
 
-    home = CoreHome(args.home)
+    home = _home(args.home)
 
     async def main(stop: trio.Event) -> None:
         async def announce(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -223,32 +222,42 @@ def _core_run(args: argparse.Namespace) -> int:
 # --- tenants, gateways, tokens ------------------------------------------------------------
 
 
-def _tenant_create(args: argparse.Namespace) -> int:
+def _home(path: Path) -> Any:
+    """The core home at ``path``, which must have been initialised."""
     from cloud.home import CoreHome
+
+    home = CoreHome(path)
+    if not home.config_path.exists():
+        raise _UsageError(
+            f"{path} is not a core home: create one with `assetbook core init --home {path}` "
+            "or point --home (or $ASSETBOOK_HOME) at an existing one"
+        )
+    return home
+
+
+def _tenant_create(args: argparse.Namespace) -> int:
     from cloud.registry import Registry
 
-    with Registry(CoreHome(args.home).db_path) as registry:
+    with Registry(_home(args.home).db_path) as registry:
         tenant = registry.create_tenant(args.name)
     print(f"tenant {tenant.name} created")
     return 0
 
 
 def _tenant_list(args: argparse.Namespace) -> int:
-    from cloud.home import CoreHome
     from cloud.registry import Registry
 
-    with Registry(CoreHome(args.home).db_path) as registry:
+    with Registry(_home(args.home).db_path) as registry:
         for tenant in registry.list_tenants():
             print(tenant.name)
     return 0
 
 
 def _gateway_create(args: argparse.Namespace) -> int:
-    from cloud.home import CoreHome
     from cloud.registry import issue_gateway_credentials
     from gateway.config import write_config
 
-    home = CoreHome(args.home)
+    home = _home(args.home)
     credentials = issue_gateway_credentials(home, args.tenant, args.gateway_id)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -278,10 +287,9 @@ def _gateway_create(args: argparse.Namespace) -> int:
 
 
 def _gateway_list(args: argparse.Namespace) -> int:
-    from cloud.home import CoreHome
     from cloud.registry import Registry
 
-    with Registry(CoreHome(args.home).db_path) as registry:
+    with Registry(_home(args.home).db_path) as registry:
         for gw in registry.list_gateways(args.tenant):
             state = "revoked" if gw.revoked else "active"
             seen = _when(gw.last_seen) if gw.last_seen else "never connected"
@@ -314,11 +322,10 @@ def _gateway_run(args: argparse.Namespace) -> int:
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    from cloud.home import CoreHome
     from cloud.registry import issue_api_token
 
     token, claims = issue_api_token(
-        CoreHome(args.home), args.tenant, args.name, args.scopes, args.lifetime
+        _home(args.home), args.tenant, args.name, args.scopes, args.lifetime
     )
     print(f"token id {claims['jti']}, scopes {' '.join(args.scopes)}", file=sys.stderr)
     if args.out:
@@ -331,10 +338,9 @@ def _token_create(args: argparse.Namespace) -> int:
 
 
 def _token_revoke(args: argparse.Namespace) -> int:
-    from cloud.home import CoreHome
     from cloud.registry import Registry
 
-    with Registry(CoreHome(args.home).db_path) as registry:
+    with Registry(_home(args.home).db_path) as registry:
         registry.revoke_token(args.jti)
     print(f"token {args.jti} revoked")
     return 0
@@ -355,7 +361,15 @@ def _events(args: argparse.Namespace) -> int:
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=args.url, verify=verify, headers=headers, timeout=30) as client:
         while True:
-            response = client.get("/api/v1/events", params=params)
+            try:
+                response = client.get("/api/v1/events", params=params)
+            except httpx.HTTPError as exc:
+                print(
+                    f"error: cannot reach the core at {args.url}: {exc}. Is `assetbook core "
+                    "run` running, and is --ca the core's tls/ca.pem?",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILURE
             if response.status_code != 200:
                 body = response.json() if response.content else {}
                 print(
@@ -452,13 +466,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         result: int = args.handler(args)
-    except _UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (CloudError, GatewayError, DriverError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    except Exception as exc:
+        # Errors raised inside Trio nurseries arrive wrapped in exception groups.
+        error = _first_leaf(exc)
+        if isinstance(error, _UsageError | CloudError | GatewayError | DriverError):
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        if isinstance(error, OSError):
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_FAILURE
+        raise
     return result
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc

@@ -233,7 +233,7 @@ def write_private_file(path: Path, data: bytes) -> None:
 def _check_target(home: CoreHome, *, force: bool) -> None:
     if home.config_path.exists():
         if not force:
-            raise Conflict(f"{home.root} is already an AssetBook home (use force to replace)")
+            raise Conflict(f"{home.root} is already an AssetBook home (pass --force to replace it)")
         return
     if home.root.exists():
         if not home.root.is_dir():
