@@ -34,6 +34,7 @@ from websockets.http11 import Response
 from websockets.trio.server import ServerConnection, serve
 
 from cloud.errors import AuthError
+from cloud.listeners import open_logged_listeners
 from cloud.principal import Principal, event_topic, valid_pattern
 from cloud.storage.errors import StorageError
 from protocol import limits
@@ -98,12 +99,12 @@ class LinkServer:
         async def started(server_port: int) -> None:
             task_status.started(server_port)
 
+        listeners = await open_logged_listeners(host, port, self.access_log, "link")
         async with trio.open_nursery() as nursery:
             server = await nursery.start(
                 lambda task_status: serve(
                     self._handle,
-                    port,
-                    host=host,
+                    listeners=listeners,  # type: ignore[arg-type]
                     ssl=ssl_context,
                     process_request=self._process_request,
                     subprotocols=[limits.SUBPROTOCOL],  # type: ignore[list-item]

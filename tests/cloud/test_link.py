@@ -310,3 +310,16 @@ async def test_missing_subprotocol_is_refused(core: RunningCore) -> None:
         async with open_link(core, core.gateway_token("gw-1"), subprotocol=False):
             pass
     assert refused.value.response.status_code == 400
+
+
+async def test_every_accepted_connection_is_logged_even_without_tls(core: RunningCore) -> None:
+    port = int(core.link_url.rsplit(":", 1)[1].split("/")[0])
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(b"GET /link HTTP/1.1\r\n\r\n")  # plain text to a TLS port
+    with trio.fail_after(5):
+        while await stream.receive_some():
+            pass
+    await stream.aclose()
+    entry = await wait_for_log(core, "tcp.accepted")
+    assert entry["service"] == "link"
+    assert str(entry["peer"]).startswith("127.0.0.1:")
