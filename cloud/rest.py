@@ -279,21 +279,11 @@ class _AccessLogged:
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         started = time.perf_counter()
-        status = 500
+        logged = False
 
-        async def send_with_headers(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.extend(_SECURITY_HEADERS)
-                headers.append((b"x-request-id", request_id.encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_headers)
-        finally:
+        def log(status: int) -> None:
+            nonlocal logged
+            logged = True
             principal = state.get("principal")
             client = scope.get("client") or ("unknown", 0)
             self.access_log.record(
@@ -309,6 +299,23 @@ class _AccessLogged:
                 error=state.get("error"),
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
             )
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                # Logged before the response leaves, so the record exists by the time the
+                # client has the answer (and its request id) in hand.
+                log(message["status"])
+                headers = list(message.get("headers", []))
+                headers.extend(_SECURITY_HEADERS)
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            if not logged:  # the request ended without a response (client gone, crash)
+                log(500)
 
 
 def _query_items(scope: Scope) -> list[tuple[bytes, bytes, bytes]]:
