@@ -22,7 +22,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -85,6 +85,31 @@ class LinkServer:
     stats: LinkStatistics = field(default_factory=LinkStatistics)
     _principals: dict[int, Principal] = field(default_factory=dict)
     _active: dict[str, ServerConnection] = field(default_factory=dict)
+    _by_token: dict[str, tuple[Principal, ServerConnection]] = field(default_factory=dict)
+
+    async def disconnect(
+        self,
+        token_ids: Collection[str] = (),
+        *,
+        principal: tuple[str, str] | None = None,
+        code: int = CLOSE_TOKEN_ENDED,
+        reason: str = "credential revoked",
+    ) -> int:
+        """Close at once every live link of these token ids and/or this (tenant, principal id).
+
+        Called when a session logs out or a credential is revoked. Returns how many links
+        were closed.
+        """
+        targets = [
+            connection
+            for jti, (who, connection) in list(self._by_token.items())
+            if jti in token_ids or (who.tenant, who.id) == principal
+        ]
+        for connection in targets:
+            self.access_log.record("link.disconnect", code=code, reason=reason)
+            with contextlib.suppress(ConnectionClosed, trio.BrokenResourceError):
+                await connection.aclose(code, reason)
+        return len(targets)
 
     async def serve(
         self,
@@ -183,6 +208,7 @@ class LinkServer:
             # One live link per principal: a reconnecting gateway replaces its stale link.
             await previous.aclose(CLOSE_REPLACED, "replaced by a newer link")
         self._active[principal.id] = connection
+        self._by_token[principal.token_id] = (principal, connection)
         self.access_log.record("link.open", peer=peer, principal=principal.id)
         link = _Link(self, connection, principal, peer)
         try:
@@ -190,6 +216,8 @@ class LinkServer:
         finally:
             if self._active.get(principal.id) is connection:
                 del self._active[principal.id]
+            if self._by_token.get(principal.token_id, (None, None))[1] is connection:
+                del self._by_token[principal.token_id]
             self.access_log.record(
                 "link.closed",
                 peer=peer,
@@ -239,7 +267,9 @@ class _Link:
                 return
             match session.receive(data):
                 case HelloReceived():
-                    acked = await self.server.store.acked_seq(self.principal.id)
+                    acked = await self.server.store.acked_seq(
+                        self.principal.tenant, self.principal.id
+                    )
                     await self.connection.send(session.welcome(secrets.token_hex(8), acked))
                 case BatchReceived(events):
                     self._check_publish(events)

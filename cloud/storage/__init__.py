@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from cloud.storage.base import EventPage, EventStore, StoredEvent, StoreResult
 from cloud.storage.errors import (
-    GatewayTenantMismatch,
     InvalidCursor,
     InvalidEvent,
     InvalidQuery,
@@ -23,7 +22,6 @@ from cloud.storage.sqlite import SqliteEventStore, StoreStatistics, open_sqlite_
 __all__ = [
     "EventPage",
     "EventStore",
-    "GatewayTenantMismatch",
     "InvalidCursor",
     "InvalidEvent",
     "InvalidQuery",

@@ -103,13 +103,12 @@ class EventStore(Protocol):
 
         Raises:
             InvalidEvent: an event cannot be stored exactly (nothing of the batch is stored).
-            GatewayTenantMismatch: the gateway is bound to another tenant.
             StorageClosed: the store is closed.
             StorageBroken: the engine failed; nothing is acknowledged.
         """
         ...
 
-    async def acked_seq(self, gateway: str) -> int:
+    async def acked_seq(self, tenant: str, gateway: str) -> int:
         """The highest seq stored for ``gateway``; 0 when nothing is stored yet."""
         ...
 

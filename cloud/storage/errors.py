@@ -9,7 +9,6 @@
         ├── InvalidQuery          (also ValueError) a query argument out of range (e.g. limit)
         ├── InvalidEvent          (also ValueError) an event that cannot be stored as given
         │                         (a number outside a 64-bit column, text that is not UTF-8)
-        ├── GatewayTenantMismatch a gateway already stored under one tenant wrote as another
         ├── SchemaError           the database's schema is newer than this code, or damaged
         ├── StorageClosed         the store was closed by this process (Trio: *Closed*)
         └── StorageBroken         the database engine failed (disk full, I/O error,
@@ -60,18 +59,6 @@ class InvalidEvent(StorageError, ValueError):
         super().__init__(f"event seq={seq}: {reason}")
         self.seq = seq
         self.reason = reason
-
-
-class GatewayTenantMismatch(StorageError):
-    """A gateway id is bound to one tenant and a batch for it arrived under another.
-
-    Gateway ids are global (deduplication and ``acked_seq`` are keyed by gateway alone), so
-    letting two tenants share one would let one tenant's events shadow the other's.
-    """
-
-    def __init__(self, gateway: str) -> None:
-        super().__init__(f"gateway {gateway!r} belongs to another tenant")
-        self.gateway = gateway
 
 
 class SchemaError(StorageError):

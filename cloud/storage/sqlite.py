@@ -48,7 +48,6 @@ from cloud.storage.base import DEFAULT_PAGE_EVENTS, MAX_PAGE_EVENTS, EventPage, 
 from cloud.storage.codec import check_batch, check_query
 from cloud.storage.cursor import CursorPosition, decode_cursor, encode_cursor, query_scope
 from cloud.storage.errors import (
-    GatewayTenantMismatch,
     InvalidQuery,
     StorageBroken,
     StorageClosed,
@@ -253,11 +252,11 @@ class SqliteEventStore:
             raise request.outcome
         return request.outcome
 
-    async def acked_seq(self, gateway: str) -> int:
+    async def acked_seq(self, tenant: str, gateway: str) -> int:
         """See :meth:`~.base.EventStore.acked_seq`."""
         self._check_open()
-        check_query("", [gateway], [])
-        return await self._reader.run(partial(ops.acked_seq, gateway=gateway))
+        check_query(tenant, [gateway], [])
+        return await self._reader.run(partial(ops.acked_seq, tenant=tenant, gateway=gateway))
 
     async def query_events(
         self,
@@ -360,9 +359,7 @@ class SqliteEventStore:
             self._committing = None
             done.set()
 
-    def _deliver(
-        self, group: list[_Request], outcomes: list[StoreResult | GatewayTenantMismatch]
-    ) -> None:
+    def _deliver(self, group: list[_Request], outcomes: list[StoreResult]) -> None:
         c = self._counters
         c.commits += 1
         c.largest_group = max(c.largest_group, len(group))

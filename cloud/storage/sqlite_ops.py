@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from cloud.storage.base import StoredEvent, StoreResult
 from cloud.storage.codec import clock_source, decode_readings, encode_readings
-from cloud.storage.errors import GatewayTenantMismatch, SchemaError
+from cloud.storage.errors import SchemaError
 from protocol.events import Event
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ _INSERT = (
 )
 _UPSERT_GATEWAY = (
     "INSERT INTO gateways (gateway, tenant, acked_seq) VALUES (?, ?, ?)"
-    " ON CONFLICT (gateway) DO UPDATE SET acked_seq = max(acked_seq, excluded.acked_seq)"
+    " ON CONFLICT (tenant, gateway) DO UPDATE SET acked_seq = max(acked_seq, excluded.acked_seq)"
 )
 _COLUMNS = "tenant, gateway, seq, device, boot_id, mono_ns, wall_ns, clock, readings, received_ns"
 Row = tuple[str, str, int, str, bytes, int, int, int, bytes, int]
@@ -64,13 +64,11 @@ def load_cursor_key(conn: sqlite3.Connection) -> bytes:
     return key
 
 
-def write_group(
-    conn: sqlite3.Connection, batches: Sequence[BatchWrite]
-) -> list[StoreResult | GatewayTenantMismatch]:
+def write_group(conn: sqlite3.Connection, batches: Sequence[BatchWrite]) -> list[StoreResult]:
     """Write every batch in ONE transaction (group commit); one outcome per batch.
 
-    A batch refused for its tenant does not affect the others. Any engine error rolls the
-    whole group back and propagates: then no batch of the group is acknowledged.
+    Any engine error rolls the whole group back and propagates: then no batch of the group
+    is acknowledged.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -84,15 +82,8 @@ def write_group(
     return outcomes
 
 
-def _write_batch(
-    conn: sqlite3.Connection, batch: BatchWrite
-) -> StoreResult | GatewayTenantMismatch:
-    row = conn.execute(
-        "SELECT tenant, acked_seq FROM gateways WHERE gateway = ?", (batch.gateway,)
-    ).fetchone()
-    if row is not None and row[0] != batch.tenant:
-        return GatewayTenantMismatch(batch.gateway)
-    acked: int = 0 if row is None else row[1]
+def _write_batch(conn: sqlite3.Connection, batch: BatchWrite) -> StoreResult:
+    acked = acked_seq(conn, batch.tenant, batch.gateway)
     if not batch.events:
         return StoreResult(stored=0, duplicates=0, acked_seq=acked)
     stored = conn.executemany(_INSERT, _event_rows(batch)).rowcount
@@ -117,9 +108,11 @@ def _event_rows(batch: BatchWrite) -> Iterator[tuple[object, ...]]:
         )
 
 
-def acked_seq(conn: sqlite3.Connection, gateway: str) -> int:
+def acked_seq(conn: sqlite3.Connection, tenant: str, gateway: str) -> int:
     """The gateway's high-water mark; 0 if it never stored anything."""
-    row = conn.execute("SELECT acked_seq FROM gateways WHERE gateway = ?", (gateway,)).fetchone()
+    row = conn.execute(
+        "SELECT acked_seq FROM gateways WHERE tenant = ? AND gateway = ?", (tenant, gateway)
+    ).fetchone()
     return 0 if row is None else int(row[0])
 
 

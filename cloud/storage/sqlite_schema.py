@@ -4,7 +4,7 @@ Schema (version 1)::
 
     schema_version(version)                       one row: the applied migration count
     meta(name PK, value)                          store-wide secrets (the cursor HMAC key)
-    gateways(gateway PK, tenant, acked_seq)       WITHOUT ROWID; one row per gateway
+    gateways((tenant, gateway) PK, acked_seq)     WITHOUT ROWID; one row per gateway
     events(gateway, seq, tenant, device, wall_ns, mono_ns, boot_id, clock,
            received_ns, readings)                 WITHOUT ROWID, PRIMARY KEY (gateway, seq)
     index events_by_device (tenant, device, wall_ns)
@@ -64,15 +64,15 @@ def _create_v1(conn: sqlite3.Connection) -> None:
     # The cursor key comes from SQLite's own CSPRNG, so cursors stay valid across restarts.
     conn.execute("INSERT INTO meta VALUES ('cursor_key', randomblob(32))")
     conn.execute(
-        "CREATE TABLE gateways (gateway TEXT PRIMARY KEY, tenant TEXT NOT NULL,"
-        " acked_seq INTEGER NOT NULL) WITHOUT ROWID"
+        "CREATE TABLE gateways (tenant TEXT NOT NULL, gateway TEXT NOT NULL,"
+        " acked_seq INTEGER NOT NULL, PRIMARY KEY (tenant, gateway)) WITHOUT ROWID"
     )
     conn.execute(
         "CREATE TABLE events ("
         " gateway TEXT NOT NULL, seq INTEGER NOT NULL, tenant TEXT NOT NULL,"
         " device TEXT NOT NULL, wall_ns INTEGER NOT NULL, mono_ns INTEGER NOT NULL,"
         " boot_id BLOB NOT NULL, clock INTEGER NOT NULL, received_ns INTEGER NOT NULL,"
-        " readings BLOB NOT NULL, PRIMARY KEY (gateway, seq)) WITHOUT ROWID"
+        " readings BLOB NOT NULL, PRIMARY KEY (tenant, gateway, seq)) WITHOUT ROWID"
     )
     conn.execute("CREATE INDEX events_by_device ON events (tenant, device, wall_ns)")
     conn.execute("CREATE INDEX events_by_time ON events (tenant, wall_ns)")

@@ -323,3 +323,54 @@ async def test_every_accepted_connection_is_logged_even_without_tls(core: Runnin
     entry = await wait_for_log(core, "tcp.accepted")
     assert entry["service"] == "link"
     assert str(entry["peer"]).startswith("127.0.0.1:")
+
+
+def module_token(core: RunningCore, module: str, subscribe: list[str], tenant: str = TENANT) -> str:
+    from cloud.registry import issue_module_token
+
+    token, _claims = issue_module_token(core.home, tenant, module, [], subscribe)
+    return token
+
+
+async def test_subscribers_get_live_events_their_token_allows(core: RunningCore) -> None:
+    from protocol.messages import Deliver, Subscribe, Subscribed
+
+    with Registry(core.home.db_path) as registry:
+        registry.create_tenant("other")
+    async with open_link(core, module_token(core, "dashboard", ["gw/gw-1/#"])) as sub:
+        await say_hello(sub, "dashboard")
+        await sub.send(codec.encode(Subscribe(7, ("gw/gw-1/+",))))
+        assert codec.decode(_bytes(await sub.recv())) == Subscribed(7, ("gw/gw-1/+",))
+        async with open_link(core, core.gateway_token("gw-2")) as other_gateway:
+            await say_hello(other_gateway, "gw-2")
+            await send_batch(other_gateway, make_events(1, 2, device="elsewhere"))
+        async with open_link(core, core.gateway_token("gw-1", "other")) as other_tenant:
+            await say_hello(other_tenant, "gw-1")  # same id, another tenant
+            await send_batch(other_tenant, make_events(1, 2, device="foreign"))
+        async with open_link(core, core.gateway_token("gw-1")) as gateway:
+            await say_hello(gateway, "gw-1")
+            await send_batch(gateway, make_events(1, 3))
+        with trio.fail_after(5):
+            delivered = codec.decode(_bytes(await sub.recv()))
+    assert isinstance(delivered, Deliver)
+    assert [(d.gateway, d.event.device, d.event.seq) for d in delivered.items] == [
+        ("gw-1", "dev-1", 1),
+        ("gw-1", "dev-1", 2),
+        ("gw-1", "dev-1", 3),
+    ]
+
+
+async def test_subscribing_beyond_the_token_is_refused_and_logged(core: RunningCore) -> None:
+    from protocol.messages import Subscribe
+
+    async with open_link(core, module_token(core, "dashboard", ["gw/gw-1/#"])) as sub:
+        await say_hello(sub, "dashboard")
+        await sub.send(codec.encode(Subscribe(3, ("gw/#",))))
+        refusal = codec.decode(_bytes(await sub.recv()))
+        # The link stays up: a refused request is not a protocol violation.
+        await sub.send(codec.encode(Subscribe(4, ("gw/gw-1/dev-1",))))
+        accepted = codec.decode(_bytes(await sub.recv()))
+    assert refusal == Error(ErrorCode.FORBIDDEN, "may not subscribe to gw/#", 3)
+    assert accepted.request_id == 4  # type: ignore[union-attr]
+    denied = await wait_for_log(core, "link.denied")
+    assert (denied["action"], denied["topic"]) == ("subscribe", "gw/#")

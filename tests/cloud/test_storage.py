@@ -14,7 +14,6 @@ import trio.testing
 
 from cloud.storage import (
     EventStore,
-    GatewayTenantMismatch,
     InvalidCursor,
     InvalidEvent,
     InvalidQuery,
@@ -170,16 +169,16 @@ async def test_dedup_is_per_gateway(store: SqliteEventStore) -> None:
 
 
 async def test_acked_seq_is_the_highest_seq_ever_stored(store: SqliteEventStore) -> None:
-    assert await store.acked_seq("gw-1") == 0
+    assert await store.acked_seq("acme", "gw-1") == 0
     first = await store.store_batch("acme", "gw-1", [make_event(s) for s in (3, 1, 5)], 1)
     assert first.acked_seq == 5
     # A late resend of lower seqs must not move the mark backwards.
     late = await store.store_batch("acme", "gw-1", [make_event(2)], received_ns=2)
     assert late.acked_seq == 5
-    assert await store.acked_seq("gw-1") == 5
-    assert await store.acked_seq("gw-2") == 0
+    assert await store.acked_seq("acme", "gw-1") == 5
+    assert await store.acked_seq("acme", "gw-2") == 0
     assert (await store.store_batch("acme", "gw-2", [make_event(9)], 3)).acked_seq == 9
-    assert await store.acked_seq("gw-1") == 5
+    assert await store.acked_seq("acme", "gw-1") == 5
 
 
 # --- tenant confinement -----------------------------------------------------------------
@@ -201,12 +200,16 @@ async def test_queries_never_return_another_tenants_events(store: SqliteEventSto
     assert (await store.query_events("acme", gateway="gw-g")).events == ()
 
 
-async def test_a_gateway_cannot_write_under_another_tenant(store: SqliteEventStore) -> None:
-    await store.store_batch("acme", "gw-1", [make_event(1)], received_ns=1)
-    with pytest.raises(GatewayTenantMismatch):
-        await store.store_batch("globex", "gw-1", [make_event(2)], received_ns=1)
-    assert await store.count_events("globex") == 0
-    assert await store.acked_seq("gw-1") == 1
+async def test_the_same_gateway_id_in_two_tenants_is_two_gateways(
+    store: SqliteEventStore,
+) -> None:
+    # Gateway ids are unique within a tenant only: (tenant, gateway, seq) is the identity.
+    await store.store_batch("acme", "gw-1", [make_event(1), make_event(2)], received_ns=1)
+    result = await store.store_batch("globex", "gw-1", [make_event(1)], received_ns=1)
+    assert (result.stored, result.duplicates, result.acked_seq) == (1, 0, 1)
+    assert await store.count_events("globex") == 1
+    assert await store.acked_seq("acme", "gw-1") == 2
+    assert await store.acked_seq("globex", "gw-1") == 1
 
 
 async def test_cursor_of_one_tenant_is_refused_for_another(store: SqliteEventStore) -> None:
@@ -361,7 +364,7 @@ async def test_unstorable_event_is_refused_and_nothing_of_its_batch_stored(
     with pytest.raises(InvalidEvent):
         await store.store_batch("acme", "gw-1", [make_event(1), event], received_ns=1)
     assert await store.count_events("acme") == 0
-    assert await store.acked_seq("gw-1") == 0
+    assert await store.acked_seq("acme", "gw-1") == 0
 
 
 # --- group commit and concurrency -------------------------------------------------------
@@ -388,25 +391,6 @@ async def test_concurrent_batches_share_commits(store: SqliteEventStore) -> None
     assert stats.commits < callers
     assert stats.largest_group > 1
     assert stats.queued == 0
-
-
-async def test_a_refused_batch_does_not_fail_its_group(store: SqliteEventStore) -> None:
-    await store.store_batch("acme", "gw-taken", [make_event(1)], received_ns=1)
-    outcomes: dict[str, object] = {}
-
-    async def send(tenant: str, gateway: str) -> None:
-        try:
-            outcomes[gateway] = await store.store_batch(tenant, gateway, [make_event(2)], 2)
-        except GatewayTenantMismatch as exc:
-            outcomes[gateway] = exc
-
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            for gateway in ("gw-x", "gw-taken", "gw-y"):
-                nursery.start_soon(send, "globex", gateway)
-
-    assert isinstance(outcomes["gw-taken"], GatewayTenantMismatch)
-    assert await store.count_events("globex") == 2
 
 
 async def test_queries_do_not_wait_behind_a_running_commit(store: SqliteEventStore) -> None:
@@ -458,8 +442,8 @@ async def test_cancelled_queued_caller_stores_nothing(store: SqliteEventStore) -
             await trio.testing.wait_all_tasks_blocked()
             assert store.statistics().queued == 0
             release.set()
-    assert await store.acked_seq("gw-lead") == 1
-    assert await store.acked_seq("gw-queued") == 0
+    assert await store.acked_seq("acme", "gw-lead") == 1
+    assert await store.acked_seq("acme", "gw-queued") == 0
     assert await store.count_events("acme") == 1
 
 
@@ -473,7 +457,7 @@ async def test_data_and_cursors_survive_reopening(tmp_path: Path) -> None:
         cursor = (await store.query_events("acme", limit=10)).next_cursor
     async with open_sqlite_store(path) as store:
         assert await store.count_events("acme") == 20
-        assert await store.acked_seq("gw-1") == 20
+        assert await store.acked_seq("acme", "gw-1") == 20
         page = await store.query_events("acme", limit=10, cursor=cursor)
         assert [s.event.seq for s in page.events] == list(range(11, 21))
         again = await store.store_batch("acme", "gw-1", [make_event(20)], 6)
@@ -489,7 +473,7 @@ async def test_closed_store_refuses_calls_and_close_is_idempotent(tmp_path: Path
     with pytest.raises(StorageClosed):
         await store.query_events("acme")
     with pytest.raises(StorageClosed):
-        await store.acked_seq("gw-1")
+        await store.acked_seq("acme", "gw-1")
 
 
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:

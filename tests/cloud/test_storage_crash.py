@@ -85,7 +85,7 @@ async def test_acknowledged_batches_survive_sigkill(tmp_path: Path) -> None:
 
         async with open_sqlite_store(path) as store:
             for gateway, mark in acked.items():
-                assert await store.acked_seq(gateway) >= mark
+                assert await store.acked_seq("acme", gateway) >= mark
                 seqs = await stored_seqs(store, gateway)
                 assert set(range(1, mark + 1)) <= seqs
 
