@@ -84,7 +84,8 @@ class LinkServer:
     clock_ns: Callable[[], int] = time.time_ns
     stats: LinkStatistics = field(default_factory=LinkStatistics)
     _principals: dict[int, Principal] = field(default_factory=dict)
-    _active: dict[str, ServerConnection] = field(default_factory=dict)
+    # Live links by (tenant, principal id): ids are unique only within a tenant.
+    _active: dict[tuple[str, str], ServerConnection] = field(default_factory=dict)
     _by_token: dict[str, tuple[Principal, ServerConnection]] = field(default_factory=dict)
 
     async def disconnect(
@@ -203,19 +204,20 @@ class LinkServer:
     async def _handle(self, connection: ServerConnection) -> None:
         principal = self._principals.pop(id(connection))
         peer = _address(connection)
-        previous = self._active.get(principal.id)
+        key = (principal.tenant, principal.id)
+        previous = self._active.get(key)
         if previous is not None:
             # One live link per principal: a reconnecting gateway replaces its stale link.
             await previous.aclose(CLOSE_REPLACED, "replaced by a newer link")
-        self._active[principal.id] = connection
+        self._active[key] = connection
         self._by_token[principal.token_id] = (principal, connection)
         self.access_log.record("link.open", peer=peer, principal=principal.id)
         link = _Link(self, connection, principal, peer)
         try:
             await link.run()
         finally:
-            if self._active.get(principal.id) is connection:
-                del self._active[principal.id]
+            if self._active.get(key) is connection:
+                del self._active[key]
             if self._by_token.get(principal.token_id, (None, None))[1] is connection:
                 del self._by_token[principal.token_id]
             self.access_log.record(
