@@ -125,3 +125,17 @@ async def test_a_refused_token_keeps_the_events_and_says_why(
         assert uplink.health.last_error is not None
         assert "HTTP 401" in uplink.health.last_error
         assert await outbox.depth() == 3
+
+
+def test_backoff_grows_with_full_jitter_and_is_capped() -> None:
+    import random
+
+    from gateway.uplink import backoff_delay
+
+    rng = random.Random(1)
+    for attempt in range(12):
+        ceiling = min(30.0, 0.5 * 2**attempt)
+        delays = [backoff_delay(attempt, 0.5, 30.0, rng) for _ in range(200)]
+        assert all(0.25 <= d <= max(ceiling, 0.25) for d in delays)
+        if ceiling > 1:
+            assert max(delays) - min(delays) > ceiling / 4  # spread out, not in lockstep
