@@ -63,6 +63,16 @@ CLOSE_REPLACED = 4409
 Authenticate = Callable[[str], Awaitable[Principal]]
 
 
+class _LinkConnection(ServerConnection):
+    """A server connection that carries the principal its handshake authenticated.
+
+    Kept on the connection object, not in a table, so a handshake that passes
+    authentication and then fails leaves nothing behind.
+    """
+
+    principal: Principal | None = None
+
+
 @dataclass
 class LinkStatistics:
     connections: int = 0
@@ -83,7 +93,6 @@ class LinkServer:
     access_log: AccessLog
     clock_ns: Callable[[], int] = time.time_ns
     stats: LinkStatistics = field(default_factory=LinkStatistics)
-    _principals: dict[int, Principal] = field(default_factory=dict)
     # Live links by (tenant, principal id): ids are unique only within a tenant.
     _active: dict[tuple[str, str], ServerConnection] = field(default_factory=dict)
     _by_token: dict[str, tuple[Principal, ServerConnection]] = field(default_factory=dict)
@@ -137,6 +146,7 @@ class LinkServer:
                     compression=None,  # CBOR batches compress poorly; 50 KiB less per link
                     max_size=limits.MAX_MESSAGE_BYTES,
                     server_header=None,  # no version banner
+                    create_connection=_LinkConnection,
                     open_timeout=10,
                     ping_interval=20,
                     ping_timeout=20,
@@ -173,7 +183,8 @@ class LinkServer:
             principal = await self.authenticate(token.strip())
         except AuthError as exc:
             return self._refuse(peer, HTTPStatus.UNAUTHORIZED, exc.code, exc.public_message)
-        self._principals[id(connection)] = principal
+        assert isinstance(connection, _LinkConnection)
+        connection.principal = principal
         self.access_log.record(
             "link.auth_ok",
             peer=peer,
@@ -202,7 +213,9 @@ class LinkServer:
     # --- a connected link -----------------------------------------------------------------
 
     async def _handle(self, connection: ServerConnection) -> None:
-        principal = self._principals.pop(id(connection))
+        assert isinstance(connection, _LinkConnection)
+        principal = connection.principal
+        assert principal is not None  # _process_request refuses the handshake otherwise
         peer = _address(connection)
         key = (principal.tenant, principal.id)
         previous = self._active.get(key)
