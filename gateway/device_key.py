@@ -1,0 +1,98 @@
+"""The gateway's device key: an Ed25519 key made on the gateway that never leaves it.
+
+:class:`DeviceKeyStore` is the interface: find or create the key, and hand out a
+:class:`~cloud.fleet.dpop.Signer` that signs without exposing the private half. The core
+binds the gateway's credentials to the key's thumbprint, so a copied token is useless
+without it.
+
+:class:`FileKeyStore` keeps the key as PKCS#8 PEM in a file of mode 0600 (readable only by
+the service's user), created whole or not at all, and refuses to use a file that others can
+read. A PKCS#11 store (a TPM or secure element through its PKCS#11 module) would implement
+the same interface; none is implemented yet (``docs/gateway-lifecycle.md`` says why).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from typing import TYPE_CHECKING, Protocol
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from cloud.fleet.dpop import public_jwk, thumbprint
+from gateway.errors import GatewayError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from cloud.fleet.dpop import Signer
+
+
+class DeviceKeyError(GatewayError):
+    """The device key cannot be created or used safely."""
+
+
+class DeviceKeyStore(Protocol):
+    def load_or_create(self) -> Signer:
+        """The device key, created on first use. Raises: DeviceKeyError."""
+        ...
+
+
+class _FileSigner:
+    def __init__(self, key: ed25519.Ed25519PrivateKey) -> None:
+        self._key = key
+
+    def public_jwk(self) -> dict[str, str]:
+        return public_jwk(self._key.public_key())
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data)
+
+    def __repr__(self) -> str:
+        return f"<device key {thumbprint(self.public_jwk())}>"
+
+
+class FileKeyStore:
+    """An Ed25519 key in a 0600 PEM file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load_or_create(self) -> Signer:
+        if not self.path.exists():
+            self._create()
+        mode = self.path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise DeviceKeyError(
+                f"{self.path} can be read by other users; run: chmod 600 {self.path}"
+            )
+        try:
+            key = serialization.load_pem_private_key(self.path.read_bytes(), password=None)
+        except (OSError, ValueError) as exc:
+            raise DeviceKeyError(f"cannot read the device key {self.path}: {exc}") from exc
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise DeviceKeyError(f"{self.path} is not an Ed25519 key")
+        return _FileSigner(key)
+
+    def _create(self) -> None:
+        pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Written whole to a private temporary file, then hard-linked into place: link(2)
+        # fails if the name exists, and a crash never leaves an empty or partial key.
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".device-key-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(pem)
+                out.flush()
+                os.fsync(out.fileno())
+            with contextlib.suppress(FileExistsError):  # another process made one first
+                os.link(tmp, self.path)
+        finally:
+            os.unlink(tmp)
