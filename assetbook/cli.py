@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--listen", default="127.0.0.1", help="address to listen on")
     init.add_argument("--link-port", type=int, default=8444, help="WSS link port (8444)")
     init.add_argument("--rest-port", type=int, default=8443, help="HTTPS REST port (8443)")
+    init.add_argument(
+        "--http-port",
+        type=int,
+        default=8080,
+        help="plain-HTTP port that redirects browsers to HTTPS and refuses API calls "
+        "(8080; 0 turns it off)",
+    )
     init.add_argument("--force", action="store_true", help="replace an existing home")
     init.set_defaults(handler=_core_init)
     run = core_sub.add_parser("run", help="serve the link (WSS) and the REST API (HTTPS)")
@@ -116,9 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     _home_arg(g_list)
     g_list.add_argument("--tenant", required=True)
     g_list.set_defaults(handler=_gateway_list)
-    g_run = gw_sub.add_parser("run", help="run a gateway from its config file")
-    g_run.add_argument("--config", type=Path, required=True, help="the gateway.toml to run")
-    g_run.set_defaults(handler=_gateway_run)
+    g_run = gw_sub.add_parser(
+        "run", help="run a gateway from its config file, or enrol it from a boot folder"
+    )
+    g_run.add_argument("--config", type=Path, help="the gateway.toml to run")
 
     # token
     token = sub.add_parser("token", help="issue and revoke REST API tokens")
@@ -148,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     k_revoke.add_argument("jti")
     k_revoke.set_defaults(handler=_token_revoke)
 
+    _add_identity_commands(sub, tenant_sub, core_sub)
+    from cloud.fleet.cli import add_commands as add_lifecycle_commands
+
+    # prepare-boot, run (with enrolment and remote configuration), launch, config, release
+    add_lifecycle_commands(sub, gw_sub, g_run, _home_arg, _duration)
+
     # events
     events = sub.add_parser("events", help="read stored events over the REST API")
     events.add_argument("--url", default="https://localhost:8443", help="the core's REST URL")
@@ -164,9 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     # simulators and demo
     sim = sub.add_parser("sim", help="run a device simulator")
     sim_sub = sim.add_subparsers(dest="device", required=True, metavar="DEVICE")
-    # The simulator parses its own options (see `assetbook sim gps --help`).
-    gps = sim_sub.add_parser("gps", help="NMEA 0183 GPS on a pty", add_help=False)
-    gps.set_defaults(handler=_sim_gps, forwards_options=True)
+    # Each simulator parses its own options (see `assetbook sim gps --help`).
+    for name, (module, help_text) in SIMULATORS.items():
+        device = sim_sub.add_parser(name, help=help_text, add_help=False)
+        device.set_defaults(handler=_simulate, simulator=module, forwards_options=True)
 
     demo = sub.add_parser(
         "demo", help="run a whole system here: core, simulated GPS, gateway; Ctrl-C stops it"
@@ -176,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--rate", type=float, default=2.0, help="GPS fixes per second")
     demo.set_defaults(handler=_demo)
+
+    from cloud.mqtt.cli import add_parser as add_mqtt_parser
+
+    add_mqtt_parser(sub)
+    from cloud.modules.cli import add_parser as add_module_parsers
+
+    add_module_parsers(sub)  # logging module, access-log verification
     return parser
 
 
@@ -193,6 +215,7 @@ def _core_init(args: argparse.Namespace) -> int:
         link_port=args.link_port,
         rest_port=args.rest_port,
         force=args.force,
+        http_port=args.http_port,
     )
     print(f"core home ready in {home.root}")
     print(f"  CA to give gateways and API clients: {home.ca_cert}")
@@ -297,30 +320,6 @@ def _gateway_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gateway_run(args: argparse.Namespace) -> int:
-    from gateway.app import Gateway
-    from gateway.config import load_config
-
-    config = load_config(args.config)
-    logging.getLogger().setLevel(config.gateway.log_level.upper())
-    for warning in config.warnings:
-        logging.getLogger("gateway").warning("%s", warning)
-    gateway = Gateway(config)
-
-    async def main(stop: trio.Event) -> None:
-        async def announce(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            await nursery.start(gateway.run, stop)
-            print(f"gateway {config.gateway.id} running; uplink {config.uplink.url}", flush=True)
-            task_status.started()
-
-        async with trio.open_nursery() as nursery:
-            await nursery.start(announce)
-
-    _run_until_signal(main)
-    print("gateway stopped", flush=True)
-    return 0
-
-
 def _token_create(args: argparse.Namespace) -> int:
     from cloud.registry import issue_api_token
 
@@ -343,6 +342,170 @@ def _token_revoke(args: argparse.Namespace) -> int:
     with Registry(_home(args.home).db_path) as registry:
         registry.revoke_token(args.jti)
     print(f"token {args.jti} revoked")
+    return 0
+
+
+# --- users and tenant policy (cloud.identity) ---------------------------------------------
+
+
+def _add_identity_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    tenant_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    core_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    user = sub.add_parser("user", help="create, list, disable and enable users")
+    user_sub = user.add_subparsers(dest="action", required=True, metavar="ACTION")
+    u_create = user_sub.add_parser(
+        "create",
+        help="create a user; the password is read from a file or stdin, never the command "
+        "line (without one the user sets it through a password reset)",
+    )
+    _home_arg(u_create)
+    u_create.add_argument("--tenant", required=True)
+    u_create.add_argument("--email", required=True)
+    u_create.add_argument("--name", required=True, help="the person's name")
+    u_create.add_argument(
+        "--role",
+        default="viewer",
+        choices=["viewer", "operator", "tenant_admin", "platform_admin"],
+        help="(viewer)",
+    )
+    source = u_create.add_mutually_exclusive_group()
+    source.add_argument("--password-file", type=Path, help="read the password from this file")
+    source.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    u_create.set_defaults(handler=_user_create)
+    u_list = user_sub.add_parser("list", help="list a tenant's users (no secrets are shown)")
+    _home_arg(u_list)
+    u_list.add_argument("--tenant", required=True)
+    u_list.set_defaults(handler=_user_list)
+    for action, helptext in (
+        ("disable", "disable a user and end every session (its tokens are refused at once)"),
+        ("enable", "enable a disabled user"),
+    ):
+        parser = user_sub.add_parser(action, help=helptext)
+        _home_arg(parser)
+        parser.add_argument("--tenant", required=True)
+        parser.add_argument("--id", required=True, dest="user_id", help="the user id (u-...)")
+        parser.set_defaults(handler=_user_disable, disable=action == "disable")
+
+    policy = tenant_sub.add_parser(
+        "set-policy", help="choose and tune a tenant's password policy and login settings"
+    )
+    _home_arg(policy)
+    policy.add_argument("name", help="the tenant")
+    policy.add_argument("--preset", choices=["seed", "nist"], help="start from this preset")
+    policy.add_argument("--min-length", type=int, help="minimum password length (8..64)")
+    policy.add_argument("--max-length", type=int, help="maximum password length (64..1024)")
+    policy.add_argument(
+        "--min-method",
+        choices=["password", "password+totp", "passkey", "external"],
+        help="weakest login method the tenant accepts",
+    )
+    policy.add_argument("--lockout-threshold", type=int, help="failures before a lock (1..100)")
+    policy.add_argument("--lockout-window", type=_duration, help="window failures count in")
+    policy.add_argument("--lockout-base", type=_duration, help="first lock's length")
+    policy.add_argument("--show", action="store_true", help="only print the current settings")
+    policy.set_defaults(handler=_tenant_set_policy)
+
+    rotate = core_sub.add_parser(
+        "rotate-secrets-key",
+        help="add a new secrets-key version and re-seal every stored secret under it",
+    )
+    _home_arg(rotate)
+    rotate.set_defaults(handler=_core_rotate_secrets)
+
+
+def _identity(home_path: Path) -> Any:
+    from cloud.accesslog import open_access_log
+    from cloud.home import CoreHome
+    from cloud.identity.runtime import open_identity
+    from cloud.registry import Registry
+    from cloud.tokens import TokenIssuer
+
+    home = CoreHome(home_path)
+    registry = Registry(home.db_path)
+    return open_identity(home, registry, TokenIssuer(home), open_access_log(home))
+
+
+def _user_create(args: argparse.Namespace) -> int:
+    password = None
+    if args.password_file is not None:
+        password = args.password_file.read_text(encoding="utf-8").rstrip("\n")
+    elif args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    identity = _identity(args.home)
+    user = identity.service.create_user(args.tenant, args.email, args.name, args.role, password)
+    print(f"user {user.user_id} ({user.email}, {user.role.value}) created in {args.tenant}")
+    if password is None:
+        print("no password set: the user sets one with a password reset", file=sys.stderr)
+    return 0
+
+
+def _user_list(args: argparse.Namespace) -> int:
+    identity = _identity(args.home)
+    identity.service.registry.get_tenant(args.tenant)
+    for user in identity.store.list_users(args.tenant):
+        state = "disabled" if user.disabled else "active"
+        mfa = "totp" if user.totp_enabled else "-"
+        print(f"{user.user_id}\t{user.email}\t{user.role.value}\t{state}\t{mfa}")
+    return 0
+
+
+def _user_disable(args: argparse.Namespace) -> int:
+    identity = _identity(args.home)
+    identity.service.set_disabled(args.tenant, args.user_id, args.disable)
+    print(f"user {args.user_id} {'disabled' if args.disable else 'enabled'}")
+    return 0
+
+
+def _tenant_set_policy(args: argparse.Namespace) -> int:
+    from cloud.identity.policy import make_policy
+    from cloud.identity.roles import login_settings_from_dict
+
+    identity = _identity(args.home)
+    identity.service.registry.get_tenant(args.name)
+    policy, login = identity.store.tenant_settings(args.name)
+    if not args.show:
+        values = policy.to_dict()
+        preset = args.preset or values.pop("preset")
+        if args.preset:
+            values = {}
+        for key in ("min_length", "max_length"):
+            if getattr(args, key) is not None:
+                values[key] = getattr(args, key)
+        policy = make_policy(preset, **{k: v for k, v in values.items() if k != "preset"})
+        login_values = login.to_dict()
+        for key, arg in (
+            ("min_method", "min_method"),
+            ("lockout_threshold", "lockout_threshold"),
+            ("lockout_window_s", "lockout_window"),
+            ("lockout_base_s", "lockout_base"),
+        ):
+            if getattr(args, arg) is not None:
+                login_values[key] = getattr(args, arg)
+        login = login_settings_from_dict(login_values)
+        identity.service.set_settings(args.name, policy, login)
+    print(json.dumps({"password_policy": policy.to_dict(), "login": login.to_dict()}, indent=2))
+    return 0
+
+
+def _core_rotate_secrets(args: argparse.Namespace) -> int:
+    from cloud.home import CoreHome
+    from cloud.identity.keyring import add_key_version, load_keyring
+    from cloud.identity.rotation import rewrap
+
+    home = CoreHome(args.home)
+    version = add_key_version(home.secrets_key)
+    identity = _identity(args.home)
+    report = rewrap(identity.store, load_keyring(home.secrets_key))
+    print(f"secrets key version {version} active; {report.resealed} values re-sealed")
+    if report.old_indexes:
+        print(
+            f"{report.old_indexes} personnummer indexes remain on older versions; keep those "
+            "versions until the numbers are entered again (docs/security.md, Key rotation)"
+        )
     return 0
 
 
@@ -397,10 +560,18 @@ def _read_token(path: Path | None) -> str:
 # --- simulators and demo ------------------------------------------------------------------
 
 
-def _sim_gps(args: argparse.Namespace) -> int:
-    from simulators.gps import main as gps_main
+#: ``assetbook sim NAME`` runs ``main(argv)`` of the module.
+SIMULATORS: dict[str, tuple[str, str]] = {
+    "gps": ("simulators.gps", "NMEA 0183 GPS receiver on a pty"),
+    "ble": ("simulators.ble", "BLE peripherals (BTHome, Ruuvi, beacons) on a private D-Bus"),
+}
 
-    return gps_main(args.extra)
+
+def _simulate(args: argparse.Namespace) -> int:
+    import importlib
+
+    status: int = importlib.import_module(args.simulator).main(args.extra)
+    return status
 
 
 def _demo(args: argparse.Namespace) -> int:

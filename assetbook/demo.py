@@ -1,7 +1,9 @@
 """``assetbook demo``: a whole system on this machine, the way an operator would run it.
 
 It runs the same commands a user would type (``assetbook core init``, ``core run``,
-``tenant create``, ``gateway create``, ``token create``, ``sim gps``, ``gateway run``), each
+``tenant create``, ``gateway create``, ``token create``, ``sim gps``, ``gateway run``, and,
+when Mosquitto is installed, ``mqtt setup``, ``mqtt broker``, ``mqtt credential create`` and
+``mqtt bridge``), each
 as its own process with its log in ``<dir>/logs/``, prints where to look, reports progress
 every few seconds, and on Ctrl-C stops the gateway first (so its outbox is flushed), then the
 simulator, then the core. A second run reuses the same folder and its stored events.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -76,11 +79,13 @@ def _setup(root: Path) -> tuple[Path, Path, Path]:
     if not (home / "config.toml").exists():
         link_port = 8444 if _port_free(8444) else _free_port()
         rest_port = 8443 if _port_free(8443) else _free_port()
+        http_port = 8080 if _port_free(8080) else _free_port()
         print(f"creating the core home in {home}")
         _run(
             _assetbook(
                 "core", "init", "--home", str(home),
                 "--link-port", str(link_port), "--rest-port", str(rest_port),
+                "--http-port", str(http_port),
             ),
             setup_log,
         )  # fmt: skip
@@ -100,7 +105,76 @@ def _setup(root: Path) -> tuple[Path, Path, Path]:
             ),
             setup_log,
         )  # fmt: skip
+    if shutil.which("mosquitto") and not (home / "mqtt" / "mosquitto.conf").exists():
+        tls_port = 8883 if _port_free(8883) else _free_port()
+        wss_port = 8884 if _port_free(8884) else _free_port()
+        _run(
+            _assetbook(
+                "mqtt", "setup", "--home", str(home),
+                "--tls-port", str(tls_port), "--wss-port", str(wss_port),
+            ),
+            setup_log,
+        )  # fmt: skip
     return home, gateway_dir / "gateway.toml", api_token
+
+
+async def _start_mqtt(root: Path, home: Path, children: list[_Child]) -> str | None:
+    """Start the broker and the bridge; returns how to connect, or None without Mosquitto."""
+    if not (home / "mqtt" / "mosquitto.conf").exists():
+        return None
+    logs = root / "logs"
+    settings = (home / "mqtt" / "mqtt.toml").read_text()
+    tls_port = int(next(v for k, v in _toml_pairs(settings) if k == "tls_port"))
+    broker = await _start("mosquitto", _assetbook("mqtt", "broker", "--home", str(home)), logs)
+    children.append(broker)
+    await _wait_for_port(broker, tls_port)
+    token = root / "mqtt-demo.token"
+    if not token.exists():
+        _run(
+            _assetbook(
+                "mqtt", "credential", "create", "--home", str(home), "--tenant", TENANT,
+                "--name", "demo", "--publish", "up/+", "--subscribe", "ev/#",
+                "--subscribe", "rejected/#", "--out", str(token),
+            ),
+            logs / "setup.log",
+        )  # fmt: skip
+    bridge = await _start(
+        "mqtt-bridge", _assetbook("mqtt", "bridge", "--home", str(home), "--tenant", TENANT), logs
+    )
+    children.append(bridge)
+    await _wait_for_line(bridge, "subscribed to core events")
+    ca = home / "tls" / "ca.pem"
+    auth = f'--cafile {ca} -V mqttv5 -u {TENANT}.demo -P "$(cat {token})"'
+    return (
+        f"MQTT over TLS on localhost:{tls_port} (the bridge joins it to the core):\n"
+        f"  mosquitto_sub -h localhost -p {tls_port} {auth} -t 't/{TENANT}/ev/#' -v\n"
+        f"  mosquitto_pub -h localhost -p {tls_port} {auth} -t t/{TENANT}/up/probe-1 \\\n"
+        f'       -m \'[{{"n":"temperature","u":"Cel","v":21.5}}]\'\n'
+    )
+
+
+def _toml_pairs(text: str) -> list[tuple[str, str]]:
+    pairs = []
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            pairs.append((key.strip(), value.strip().strip('"')))
+    return pairs
+
+
+async def _wait_for_port(child: _Child, port: int) -> None:
+    """Wait until something accepts connections on ``port`` (the broker has no ready line)."""
+    with trio.fail_after(READY_TIMEOUT_S):
+        while True:
+            if child.process.returncode is not None:
+                raise SystemExit(f"demo: {child.name} exited; see {child.log}")
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError:
+                await trio.sleep(0.1)
+                continue
+            await stream.aclose()
+            return
 
 
 async def _start(name: str, args: list[str], logs: Path) -> _Child:
@@ -170,6 +244,7 @@ async def _demo(root: Path, rate: float) -> None:
         )
         children.append(gateway)
         await _wait_for_line(gateway, "running")
+        mqtt = await _start_mqtt(root, home, children)
         ca = home / "tls" / "ca.pem"
         print(
             f"""
@@ -183,9 +258,11 @@ Read the stored events:
   curl --cacert {ca} -H "Authorization: Bearer $(cat {api_token})" \\
        "{rest_url}/api/v1/events?device=gps-1&limit=5"
 API description: {rest_url}/api/v1/openapi.json
+Operator console: {rest_url}/console/ (create a user: assetbook user create --help)
 """,
             flush=True,
         )
+        print(mqtt or "MQTT: install Mosquitto (apt-get install mosquitto) to add the broker.")
         while True:
             await trio.sleep(PROGRESS_INTERVAL_S)
             for child in children:
@@ -194,7 +271,10 @@ API description: {rest_url}/api/v1/openapi.json
             print(_progress(gateway_config.parent), flush=True)
     finally:
         with trio.CancelScope(shield=True):
-            print("\nstopping: gateway, simulator, core", flush=True)
+            print(
+                "\nstopping, newest first: " + ", ".join(c.name for c in reversed(children)),
+                flush=True,
+            )
             for child in reversed(children):
                 await _stop(child)
 

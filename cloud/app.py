@@ -16,11 +16,16 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as serve_http
 
-from cloud.accesslog import AccessLog
+from cloud.accesslog import AccessLog, open_access_log
+from cloud.api import IdentityApi
 from cloud.bus import LocalBus
+from cloud.fleet.runtime import open_fleet, serve_fleet
 from cloud.home import load_config
+from cloud.http_redirect import serve_plain_http
+from cloud.identity.runtime import open_identity, serve_identity
 from cloud.link import LinkServer
 from cloud.pki import server_ssl_context
+from cloud.ratelimit import hypercorn_limits
 from cloud.registry import Registry, verify_active
 from cloud.rest import create_rest_app
 from cloud.storage.sqlite import open_sqlite_store
@@ -31,8 +36,12 @@ if TYPE_CHECKING:
 
     from starlette.types import ASGIApp
 
+    from cloud.api.fleet import FleetApi
+    from cloud.console import ConsoleContext
     from cloud.home import CoreHome
+    from cloud.identity.runtime import Identity
     from cloud.principal import Principal
+    from cloud.storage.base import EventStore
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +63,7 @@ async def serve_core(
     """Run the core described by ``home`` until ``stop`` is set."""
     config = load_config(home)
     issuer = TokenIssuer(home)
-    access_log = AccessLog(home.access_log)
+    access_log = open_access_log(home)  # hash-chained (cloud.accesslog)
     ssl_context = server_ssl_context(home)
     with Registry(home.db_path) as registry:
 
@@ -66,23 +75,53 @@ async def serve_core(
 
         async with open_sqlite_store(home.db_dir / EVENTS_DB) as store:
             bus = LocalBus()
+            fleet = open_fleet(home, registry, issuer, access_log)  # enrolment, config, updates
             link = LinkServer(
                 authenticate=authenticator(Audience.LINK),
                 store=store,
                 bus=bus,
                 access_log=access_log,
+                proof=fleet.proof,
+                commands=fleet.hub,
             )
-            rest = create_rest_app(store, authenticator(Audience.REST), access_log)
+            identity = open_identity(home, registry, issuer, access_log)
+            rest_api = IdentityApi(identity, registry, issuer, link.disconnect)
+            rest = create_rest_app(
+                store,
+                authenticator(Audience.REST),
+                access_log,
+                rest_api,
+                mqtt_home=home,
+                fleet=fleet.api,
+                limits=config.http_limits,
+                console=_console(
+                    home, config.rest_url, identity, rest_api, store, bus, access_log, fleet.api
+                ),
+            )
             http = HypercornConfig()
             http.bind = [f"{_bind_host(config.listen_host)}:{config.rest_port}"]
             http.certfile = str(home.server_cert)
             http.keyfile = str(home.server_key)
             http.include_server_header = False
+            # HTTP/1.1 only: browsers otherwise pick HTTP/2, and a reset h2 stream can raise
+            # KeyError inside Hypercorn's h2 protocol and take the whole listener down.
+            http.alpn_protocols = ["http/1.1"]
             http.accesslog = None  # our own access log records every request
             http.errorlog = logging.getLogger("cloud.http")
+            hypercorn_limits(http, config.http_limits)  # header size, slow clients
             async with trio.open_nursery() as nursery:
                 await nursery.start(link.serve, config.listen_host, config.link_port, ssl_context)
+                await nursery.start(serve_identity, identity, link.disconnect)
                 await nursery.start(_serve_rest, rest, http)
+                if config.http_port is not None:  # plain HTTP: redirect pages, refuse the API
+                    await nursery.start(
+                        serve_plain_http,
+                        config.listen_host,
+                        config.http_port,
+                        config.rest_url,
+                        access_log,
+                    )
+                await nursery.start(serve_fleet, fleet)
                 access_log.record("core.started", link=config.link_url, rest=config.rest_url)
                 task_status.started(CoreEndpoints(config.link_url, config.rest_url))
                 await stop.wait()
@@ -97,6 +136,33 @@ async def _serve_rest(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     await serve_http(app, config, task_status=task_status)  # type: ignore[arg-type]
+
+
+def _console(
+    home: CoreHome,
+    rest_url: str,
+    identity: Identity,
+    api: IdentityApi,
+    store: EventStore,
+    bus: LocalBus,
+    access_log: AccessLog,
+    fleet: FleetApi,
+) -> ConsoleContext:
+    """The operator console's context; passkeys are bound to the public REST origin."""
+    from urllib.parse import urlsplit
+
+    from cloud.console import ConsoleContext
+    from cloud.console.security import origin_of
+    from cloud.identity.passkeys import PasskeyService, PasskeyStore, RelyingParty
+
+    origin = origin_of(rest_url)
+    party = RelyingParty(rp_id=urlsplit(rest_url).hostname or "localhost", origin=origin)
+    passkeys = PasskeyService(PasskeyStore(home.db_path), identity.store, identity.sessions, party)
+
+    async def verify(token: str) -> Principal:
+        return verify_active(api.issuer, api.registry, token, Audience.REST)
+
+    return ConsoleContext(home, api, store, bus, access_log, passkeys, fleet, origin, verify)
 
 
 def _bind_host(host: str) -> str:

@@ -8,6 +8,8 @@ Layout (all directories 0700; private keys, the database, the access log and the
       tls/server.pem tls/server.key
       keys/signing-<kid>.pem      Ed25519 JWT signing keys, old ones kept for verification
       keys/active                 the kid that signs new tokens
+      keys/secrets.json           the secrets key (pepper) kept outside the database
+      keys/access-log.key         the access log's hash-chain key (cloud.accesslog)
       db/core.sqlite              registry (cloud.registry) and, in their own tables, events
       logs/access.jsonl           always-on access log (cloud.accesslog)
 
@@ -27,7 +29,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,11 +38,13 @@ import tomli_w
 
 from cloud import pki
 from cloud.errors import ConfigError, Conflict
+from cloud.ratelimit import HttpLimits, Rate
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 DEFAULT_LISTEN_HOST = "127.0.0.1"  # secure by default: loopback until the operator opts in
 DEFAULT_LINK_PORT = 8444
 DEFAULT_REST_PORT = 8443
+DEFAULT_HTTP_PORT = 8080  # plain HTTP: redirects pages to HTTPS, refuses API calls
 LINK_PATH = "/link"
 DEFAULT_GATEWAY_TOKEN_LIFETIME_S = 30 * 24 * 3600
 DEFAULT_MODULE_TOKEN_LIFETIME_S = 30 * 24 * 3600
@@ -108,6 +112,11 @@ class CoreHome:
         return found
 
     @property
+    def secrets_key(self) -> Path:
+        """The secrets key (cloud.identity.keyring); kept outside the database on purpose."""
+        return self.keys_dir / "secrets.json"
+
+    @property
     def db_dir(self) -> Path:
         return self.root / "db"
 
@@ -138,6 +147,8 @@ class CoreConfig:
     gateway_token_lifetime_s: int
     module_token_lifetime_s: int
     api_token_max_lifetime_s: int
+    http_port: int | None = None  # plain-HTTP listener (cloud.http_redirect); None: off
+    http_limits: HttpLimits = field(default_factory=HttpLimits)  # cloud.ratelimit
 
 
 def init_home(
@@ -149,8 +160,12 @@ def init_home(
     listen_host: str = DEFAULT_LISTEN_HOST,
     force: bool = False,
     now: datetime | None = None,
+    http_port: int | None = None,
 ) -> CoreHome:
     """Create a complete core home at ``path``.
+
+    ``http_port`` turns on the plain-HTTP listener (cloud.http_redirect); ``assetbook core
+    init`` passes ``DEFAULT_HTTP_PORT`` unless told otherwise, so it is on by default there.
 
     With ``force``, an existing home gets a new config, new TLS material and a new signing key
     (old signing keys are deleted, so every token issued before stops verifying); the database
@@ -163,12 +178,13 @@ def init_home(
     """
     home = CoreHome(Path(path))
     _check_target(home, force=force)
-    config = _default_config(hosts, link_port, rest_port, listen_host)
+    config = _default_config(hosts, link_port, rest_port, listen_host, http_port)
     _validate(_config_to_toml(config))  # fail before writing anything
     for directory in (home.root, home.tls_dir, home.keys_dir, home.db_dir, home.logs_dir):
         _make_private_dir(directory)
     _write_tls(home, hosts, now or datetime.now(UTC))
     _reset_signing_keys(home)
+    _ensure_secrets_key(home)
     _touch_private(home.db_path)
     _touch_private(home.access_log)
     write_private_file(home.config_path, tomli_w.dumps(_config_to_toml(config)).encode())
@@ -276,6 +292,14 @@ def _reset_signing_keys(home: CoreHome) -> None:
     add_signing_key(home, kid, pem)
 
 
+def _ensure_secrets_key(home: CoreHome) -> None:
+    # Kept across `init --force`: a new pepper would make every stored hash unusable.
+    from cloud.identity.keyring import new_key_file
+
+    if not home.secrets_key.exists():
+        new_key_file(home.secrets_key)
+
+
 def _url_host(host: str) -> str:
     try:
         if ipaddress.ip_address(host).version == 6:
@@ -286,7 +310,11 @@ def _url_host(host: str) -> str:
 
 
 def _default_config(
-    hosts: tuple[str, ...], link_port: int, rest_port: int, listen_host: str
+    hosts: tuple[str, ...],
+    link_port: int,
+    rest_port: int,
+    listen_host: str,
+    http_port: int | None = None,
 ) -> CoreConfig:
     public = _url_host(hosts[0]) if hosts else ""
     rest_url = f"https://{public}:{rest_port}"
@@ -301,16 +329,19 @@ def _default_config(
         gateway_token_lifetime_s=DEFAULT_GATEWAY_TOKEN_LIFETIME_S,
         module_token_lifetime_s=DEFAULT_MODULE_TOKEN_LIFETIME_S,
         api_token_max_lifetime_s=DEFAULT_API_TOKEN_MAX_LIFETIME_S,
+        http_port=http_port or None,
     )
 
 
 def _config_to_toml(config: CoreConfig) -> dict[str, Any]:
+    listen: dict[str, Any] = {"http_port": config.http_port} if config.http_port else {}
     return {
         "core": {"issuer": config.issuer},
         "listen": {
             "host": config.listen_host,
             "link_port": config.link_port,
             "rest_port": config.rest_port,
+            **listen,
         },
         "public": {"link_url": config.link_url, "rest_url": config.rest_url},
         "tls": {"hosts": list(config.tls_hosts)},
@@ -324,10 +355,15 @@ def _config_to_toml(config: CoreConfig) -> dict[str, Any]:
 
 _SCHEMA: dict[str, frozenset[str]] = {
     "core": frozenset({"issuer"}),
-    "listen": frozenset({"host", "link_port", "rest_port"}),
+    "listen": frozenset({"host", "link_port", "rest_port", "http_port"}),
     "public": frozenset({"link_url", "rest_url"}),
     "tls": frozenset({"hosts"}),
     "tokens": frozenset({"gateway_lifetime_s", "module_lifetime_s", "api_max_lifetime_s"}),
+    "smtp": frozenset({"host", "port", "sender", "starttls"}),  # read by cloud.identity.mail
+    "http": frozenset(  # REST limits (cloud.ratelimit); every key optional
+        {"rate_per_address", "burst_per_address", "rate_per_token", "burst_per_token"}
+        | {"max_body_bytes", "max_header_bytes", "read_timeout_s"}
+    ),
 }
 
 
@@ -344,6 +380,30 @@ def _validate(data: dict[str, Any]) -> CoreConfig:
         gateway_token_lifetime_s=_seconds(data, "tokens", "gateway_lifetime_s"),
         module_token_lifetime_s=_seconds(data, "tokens", "module_lifetime_s"),
         api_token_max_lifetime_s=_seconds(data, "tokens", "api_max_lifetime_s"),
+        http_port=_port(data, "listen", "http_port") if "http_port" in data["listen"] else None,
+        http_limits=_http_limits(data),
+    )
+
+
+def _http_limits(data: dict[str, Any]) -> HttpLimits:
+    table = data.get("http", {})
+    default = HttpLimits()
+
+    def number(key: str, fallback: float, low: int, high: int) -> int:
+        return _integer(data, "http", key, low, high) if key in table else int(fallback)
+
+    return HttpLimits(
+        per_address=Rate(
+            number("rate_per_address", default.per_address.per_s, 1, 1_000_000),
+            number("burst_per_address", default.per_address.burst, 1, 1_000_000),
+        ),
+        per_token=Rate(
+            number("rate_per_token", default.per_token.per_s, 1, 1_000_000),
+            number("burst_per_token", default.per_token.burst, 1, 1_000_000),
+        ),
+        max_body_bytes=number("max_body_bytes", default.max_body_bytes, 1024, 64 * 2**20),
+        max_header_bytes=number("max_header_bytes", default.max_header_bytes, 1024, 2**20),
+        read_timeout_s=number("read_timeout_s", default.read_timeout_s, 1, 3600),
     )
 
 

@@ -5,6 +5,11 @@ A thin Trio shell around :class:`protocol.session.CoreSession`:
 * **Handshake.** ``process_request`` checks the path, the subprotocol and the bearer token
   in the ``Authorization`` header (never the URL) before the upgrade; a refusal is an HTTP
   401/403/400 with a JSON body and an access-log entry, and the handler never runs.
+* **Proof of possession.** A key-bound token (``cnf.jkt``) also needs a DPoP proof in the
+  ``DPoP`` header (``proof``, :class:`cloud.enrolment.LinkProof`); otherwise HTTP 401.
+* **Commands.** Once ``Welcome`` is sent the link is attached to ``commands`` (the fleet
+  agent's :class:`cloud.fleet.agent.CommandHub`), which sends each ``Command`` and
+  receives its ``Result``.
 * **Ingest.** A reader task decodes messages and queues batches; a writer task takes every
   batch queued so far, stores them in one call, and only after the store has committed sends
   one cumulative ack and publishes the events on the bus. Reading the next batch while the
@@ -34,6 +39,7 @@ from websockets.http11 import Response
 from websockets.trio.server import ServerConnection, serve
 
 from cloud.errors import AuthError
+from cloud.fleet.dpop import ProofError
 from cloud.listeners import open_logged_listeners
 from cloud.principal import Principal, event_topic, valid_pattern
 from cloud.storage.errors import StorageError
@@ -49,6 +55,7 @@ if TYPE_CHECKING:
 
     from cloud.accesslog import AccessLog
     from cloud.bus import Bus, Subscription
+    from cloud.fleet.agent import CommandHub
     from cloud.storage.base import EventStore
     from protocol.events import Event
 
@@ -61,6 +68,8 @@ CLOSE_TOKEN_ENDED = 4401
 CLOSE_REPLACED = 4409
 
 Authenticate = Callable[[str], Awaitable[Principal]]
+#: Checks a DPoP proof for a token (``cloud.enrolment.LinkProof``); raises ProofError.
+ProofCheck = Callable[[str, str], None]
 
 
 class _LinkConnection(ServerConnection):
@@ -93,6 +102,8 @@ class LinkServer:
     access_log: AccessLog
     clock_ns: Callable[[], int] = time.time_ns
     stats: LinkStatistics = field(default_factory=LinkStatistics)
+    proof: ProofCheck | None = None  # key-bound tokens need a DPoP proof (RFC 9449)
+    commands: CommandHub | None = None  # open links, for commands from the core
     # Live links by (tenant, principal id): ids are unique only within a tenant.
     _active: dict[tuple[str, str], ServerConnection] = field(default_factory=dict)
     _by_token: dict[str, tuple[Principal, ServerConnection]] = field(default_factory=dict)
@@ -175,7 +186,7 @@ class LinkServer:
             )
         authorization = request.headers.get("Authorization", "")
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        if scheme.lower() not in ("bearer", "dpop") or not token.strip():
             return self._refuse(
                 peer, HTTPStatus.UNAUTHORIZED, "token_missing", "send Authorization: Bearer"
             )
@@ -183,6 +194,11 @@ class LinkServer:
             principal = await self.authenticate(token.strip())
         except AuthError as exc:
             return self._refuse(peer, HTTPStatus.UNAUTHORIZED, exc.code, exc.public_message)
+        if self.proof is not None:
+            try:
+                self.proof(token.strip(), request.headers.get("DPoP", ""))
+            except ProofError as exc:
+                return self._refuse(peer, HTTPStatus.UNAUTHORIZED, "dpop_invalid", str(exc))
         assert isinstance(connection, _LinkConnection)
         connection.principal = principal
         self.access_log.record(
@@ -229,6 +245,8 @@ class LinkServer:
         try:
             await link.run()
         finally:
+            if self.commands is not None:
+                self.commands.detach(principal, connection)
             if self._active.get(key) is connection:
                 del self._active[key]
             if self._by_token.get(principal.token_id, (None, None))[1] is connection:
@@ -286,6 +304,8 @@ class _Link:
                         self.principal.tenant, self.principal.id
                     )
                     await self.connection.send(session.welcome(secrets.token_hex(8), acked))
+                    if self.server.commands is not None:
+                        self.server.commands.attach(self.principal, session, self.connection)
                 case BatchReceived(events):
                     self._check_publish(events)
                     await batches.send(events)
@@ -295,6 +315,8 @@ class _Link:
                     self.server.access_log.record(
                         "link.result", principal=self.principal.id, command=result.command_id
                     )
+                    if self.server.commands is not None:
+                        self.server.commands.resolve(self.principal, result)
 
     def _check_publish(self, events: tuple[Event, ...]) -> None:
         for device in {e.device for e in events}:

@@ -19,6 +19,7 @@ class PrincipalKind(StrEnum):
     GATEWAY = "gateway"
     MODULE = "module"
     API = "api"
+    USER = "user"  # a person, through a login session (cloud.identity)
 
 
 @dataclass(frozen=True, slots=True)

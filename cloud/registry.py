@@ -446,7 +446,7 @@ class Registry:
         now = self._now()
         with self._tx() as db:
             cur = db.execute(
-                f"UPDATE {table} SET revoked_at = coalesce(revoked_at, ?) "  # noqa: S608 (fixed names)
+                f"UPDATE {table} SET revoked_at = coalesce(revoked_at, ?) "  # noqa: S608  # nosec B608 - fixed names
                 f"WHERE tenant = ? AND {id_column} = ?",
                 (now, tenant, subject),
             )

@@ -28,9 +28,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-from cloud.errors import AuthCode, AuthError
+from cloud.errors import AuthCode, AuthError, ConfigError
 from cloud.principal import Principal
+from cloud.ratelimit import Guarded, HttpLimits
 from cloud.storage.base import DEFAULT_PAGE_EVENTS, MAX_PAGE_EVENTS
 from cloud.storage.errors import InvalidCursor, InvalidQuery, StorageError
 
@@ -38,6 +40,10 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from cloud.accesslog import AccessLog
+    from cloud.api import IdentityApi
+    from cloud.api.fleet import FleetApi
+    from cloud.console import ConsoleContext
+    from cloud.home import CoreHome
     from cloud.storage.base import EventStore, StoredEvent
     from protocol.events import Reading
 
@@ -53,7 +59,21 @@ _SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
     (b"cache-control", b"no-store"),
+    (b"x-frame-options", b"DENY"),  # for browsers without CSP frame-ancestors
 ]
+# Successful answers on these paths are sign-ins: they get an ``auth.ok`` record.
+_SIGN_IN_PATHS = frozenset(
+    {f"{API_PREFIX}/auth/login", f"{API_PREFIX}/auth/login/totp", f"{API_PREFIX}/auth/refresh"}
+)
+# Failed answers get a security record beside their http.request line (issue 4: logging).
+_SECURITY_EVENTS = {
+    401: "auth.failed",
+    403: "authz.denied",
+    400: "input.invalid",
+    413: "input.invalid",
+    422: "input.invalid",
+    429: "rate.limited",
+}
 
 
 class ApiError(Exception):
@@ -165,7 +185,14 @@ EventsReader = Annotated[Principal, Depends(_require(SCOPE_EVENTS_READ))]
 
 
 def create_rest_app(
-    store: EventStore, authenticate: Authenticate, access_log: AccessLog
+    store: EventStore,
+    authenticate: Authenticate,
+    access_log: AccessLog,
+    identity: IdentityApi | None = None,
+    mqtt_home: CoreHome | None = None,
+    fleet: FleetApi | None = None,
+    console: ConsoleContext | None = None,
+    limits: HttpLimits | None = None,
 ) -> ASGIApp:
     """Build the ASGI application (routes, error handling, security headers, access log)."""
     api = FastAPI(
@@ -175,12 +202,41 @@ def create_rest_app(
         docs_url=None,  # the docs UI would load scripts from a CDN
         redoc_url=None,
         responses={
+            400: {"model": ErrorOut, "description": "the request does not validate"},
             401: {"model": ErrorOut, "description": "missing, invalid or expired token"},
+            404: {"model": ErrorOut, "description": "no such object in the caller's tenant"},
             403: {"model": ErrorOut, "description": "the token lacks the route's scope"},
         },
     )
 
     api.state.authenticate = authenticate
+    from cloud.api.gateways import install as install_gateways
+
+    install_gateways(api, store)  # gateways' health reports (cloud.api.gateways)
+    if identity is not None:  # users, sessions, tenants, API tokens (cloud.api)
+        from cloud.api import install
+
+        install(api, identity)
+    if mqtt_home is not None:  # MQTT credentials (cloud.mqtt.rest)
+        from cloud.mqtt.rest import install as install_mqtt
+
+        install_mqtt(api, mqtt_home)
+    if fleet is not None:  # enrolment, desired config, releases, rollouts (cloud.api.fleet)
+        from cloud.api.fleet import install as install_fleet
+
+        install_fleet(api, fleet)
+
+    if console is not None:  # the operator console (cloud.console), with / leading to it
+        from fastapi.responses import RedirectResponse
+
+        from cloud.console import create_console_app
+
+        @api.get("/", include_in_schema=False)
+        @api.get("/console", include_in_schema=False)
+        async def to_console() -> RedirectResponse:
+            return RedirectResponse("/console/", status_code=303)
+
+        api.mount("/console", create_console_app(console))
 
     @api.get(f"{API_PREFIX}/health", response_model=HealthOut, tags=["core"])
     async def health() -> HealthOut:
@@ -224,10 +280,17 @@ def create_rest_app(
             events=[_event_out(e) for e in page.events], next_cursor=page.next_cursor
         )
 
-    def answer(request: Request, status: int, code: str, message: str) -> JSONResponse:
+    def answer(
+        request: Request,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> JSONResponse:
         request_id = getattr(request.state, "request_id", "-")
         body = {"error": code, "message": message, "request_id": request_id}
-        headers = {"WWW-Authenticate": 'Bearer realm="assetbook"'} if status == 401 else None
+        if status == 401:
+            headers = {"WWW-Authenticate": 'Bearer realm="assetbook"'}
         return JSONResponse(body, status_code=status, headers=headers)
 
     @api.exception_handler(AuthError)
@@ -249,19 +312,30 @@ def create_rest_app(
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return answer(request, exc.status_code, code, code.replace("_", " "))
+        # RFC 9110 §15.5.6: a 405 lists every method of the path. Starlette's own ``Allow``
+        # names only the first route matching the path, so collect them all.
+        allow = {"Allow": _allowed_methods(api, request.scope)} if exc.status_code == 405 else None
+        return answer(request, exc.status_code, code, code.replace("_", " "), allow)
 
     @api.exception_handler(StorageError)
     async def storage_failed(request: Request, exc: StorageError) -> JSONResponse:
         request.state.error = type(exc).__name__
         return answer(request, 503, "unavailable", "storage unavailable; retry later")
 
+    @api.exception_handler(ConfigError)
+    async def not_set_up(request: Request, exc: ConfigError) -> JSONResponse:
+        # A feature whose setup is missing (e.g. the MQTT broker before `assetbook mqtt setup`)
+        # is unavailable, not a crash; the message would name paths, so it stays in the log.
+        request.state.error = "not_configured"
+        return answer(request, 503, "unavailable", "this feature is not set up on the core")
+
     @api.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
         request.state.error = type(exc).__name__
         return answer(request, 500, "internal_error", "internal error; quote the request id")
 
-    return _AccessLogged(api, access_log)
+    # Limits run inside the access-log layer, so a refused request is logged like any other.
+    return _AccessLogged(Guarded(api, limits or HttpLimits()), access_log)
 
 
 class _AccessLogged:
@@ -299,6 +373,19 @@ class _AccessLogged:
                 error=state.get("error"),
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
             )
+            event = _SECURITY_EVENTS.get(status)
+            if event is None and status < 300 and scope["path"] in _SIGN_IN_PATHS:
+                event = "auth.ok"
+            if event is not None:
+                self.access_log.record(
+                    event,
+                    request_id=request_id,
+                    peer=f"{client[0]}:{client[1]}",
+                    surface="rest",
+                    path=scope["path"],
+                    reason=state.get("error"),
+                    principal=principal.id if principal is not None else None,
+                )
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -306,7 +393,8 @@ class _AccessLogged:
                 # client has the answer (and its request id) in hand.
                 log(message["status"])
                 headers = list(message.get("headers", []))
-                headers.extend(_SECURITY_HEADERS)
+                present = {name.lower() for name, _ in headers}  # the console sets its own CSP
+                headers.extend(h for h in _SECURITY_HEADERS if h[0] not in present)
                 headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
             await send(message)
@@ -316,6 +404,15 @@ class _AccessLogged:
         finally:
             if not logged:  # the request ended without a response (client gone, crash)
                 log(500)
+
+
+def _allowed_methods(api: FastAPI, scope: Scope) -> str:
+    methods: set[str] = set()
+    for route in api.router.routes:
+        match, _ = route.matches({**scope, "method": ""})
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
 
 
 def _query_items(scope: Scope) -> list[tuple[bytes, bytes, bytes]]:

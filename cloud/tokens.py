@@ -103,8 +103,9 @@ class TokenIssuer:
         publish: Sequence[str] = (),
         subscribe: Sequence[str] = (),
         scopes: Sequence[str] = (),
+        confirmation: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
-        """Sign a new token.
+        """Sign a new token; ``confirmation`` binds it to a key thumbprint (``cnf.jkt``).
 
         Returns:
             ``(token, claims)``; store ``claims["jti"]`` (never the token) to allow revocation.
@@ -128,6 +129,8 @@ class TokenIssuer:
             "sub_topics": list(subscribe),
             "scope": list(scopes),
         }
+        if confirmation is not None:  # RFC 7800 §3.1 / RFC 9449 §6.1: proof of possession
+            claims["cnf"] = {"jkt": confirmation}
         headers = {"kid": self.active_kid, "typ": TOKEN_TYPES[audience]}
         token = jwt.encode(claims, self._keys[self.active_kid], ALGORITHM, headers=headers)
         return token, claims
@@ -210,6 +213,13 @@ class TokenIssuer:
             raise AuthError(AuthCode.NOT_YET_VALID, "nbf in the future")
         if now + self._leeway < iat:
             raise AuthError(AuthCode.NOT_YET_VALID, "iat in the future")
+
+
+def confirmation_of(token: str) -> str | None:
+    """The ``cnf.jkt`` of a token that :meth:`TokenIssuer.verify` has already accepted."""
+    cnf = jwt.decode(token, options={"verify_signature": False}).get("cnf")
+    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    return jkt if isinstance(jkt, str) else None
 
 
 def rotate_signing_key(home: CoreHome) -> str:

@@ -77,3 +77,8 @@ class SerialBroken(DriverError, OSError):
 #: The same class under a longer name, for callers outside ``drivers`` where "ConfigError"
 #: alone would be ambiguous.
 DriverConfigError = ConfigError
+
+
+class BleUnavailable(DriverError, OSError):
+    """The Bluetooth adapter or stack failed (no adapter, BlueZ gone, scan refused); the
+    original bleak or D-Bus error is the ``__cause__``."""

@@ -7,7 +7,11 @@ Structure (one nursery per subsystem, so each can be stopped on its own):
 * **outbox writer**: takes every sample waiting on the channel, stamps and appends them in
   one transaction. A sample exists only in memory between its driver and this commit.
 * **uplink**: drains the outbox to the core (``gateway.uplink``).
-* **health**: writes ``health.json`` in the data directory every few seconds.
+* **health**: writes ``health.json`` in the data directory every few seconds, and sends a
+  report to the core as a ``_health`` event every minute (``gateway.health``).
+* **watchdog**: tells systemd the gateway is ready, and keeps telling it the gateway is alive
+  only while drivers, the outbox writer and the uplink all make progress
+  (``gateway.watchdog``).
 
 Shutdown (``stop`` set by SIGINT/SIGTERM) runs in dependency order: drivers are cancelled
 first, the writer drains whatever they produced into the outbox and ends, and only then the
@@ -28,16 +32,21 @@ import trio
 
 from drivers.base import Sample
 from drivers.registry import make_driver
-from gateway.clock import Stamper
+from gateway.clock import Stamper, monotonic_ns
+from gateway.health import REPORT_INTERVAL_S, HealthReporter, system_report
 from gateway.outbox import open_outbox
 from gateway.uplink import Uplink, UplinkSettings
+from gateway.watchdog import CountingRandom, Watchdog, watch_gateway
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from drivers.base import Driver
     from gateway.config import GatewayConfig
     from gateway.outbox import AsyncOutbox
+    from gateway.uplink import CommandHandler
+    from protocol.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +62,27 @@ DRIVER_RESTART_MAX_S: Final = 30.0
 class Gateway:
     """A configured gateway; :meth:`run` until ``stop`` is set."""
 
-    def __init__(self, config: GatewayConfig, stamper: Stamper | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        stamper: Stamper | None = None,
+        *,
+        watchdog: Watchdog | None = None,
+        report_interval_s: float = REPORT_INTERVAL_S,
+        uplink_headers: Callable[[], dict[str, str]] | None = None,
+        on_command: CommandHandler | None = None,
+    ) -> None:
         self.config = config
         self.stamper = stamper or Stamper.system()
+        self.watchdog = watchdog or Watchdog.from_environment()
+        self.reporter = HealthReporter(self.health, report_interval_s)
+        self._started_ns = monotonic_ns()
         self.drivers: list[Driver] = [make_driver(table) for table in config.sensors]
         self.uplink: Uplink | None = None
         self.outbox: AsyncOutbox | None = None
+        # Lifecycle hooks (gateway.remote_config): key-bound credentials, core commands.
+        self.uplink_headers = uplink_headers
+        self.on_command = on_command
 
     async def run(
         self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -71,7 +95,10 @@ class Gateway:
             max_events=config.outbox.max_events,
         ) as outbox:
             self.outbox = outbox
-            self.uplink = Uplink(self._uplink_settings(), outbox)
+            jitter = CountingRandom()
+            self.uplink = Uplink(self._uplink_settings(), outbox, jitter)
+            self.uplink.on_command = self.on_command
+            watch_gateway(self.watchdog, self.drivers, self.uplink, outbox, jitter)
             send, receive = trio.open_memory_channel[Sample](SAMPLE_QUEUE)
             async with trio.open_nursery() as background:
                 background.start_soon(self.uplink.run)
@@ -81,6 +108,8 @@ class Gateway:
                 async with send, trio.open_nursery() as drivers:
                     for driver in self.drivers:
                         drivers.start_soon(self._supervise, driver, send.clone())
+                    drivers.start_soon(self.reporter.run, send.clone())
+                    await background.start(self.watchdog.run)
                     task_status.started()
                     await stop.wait()
                     log.info("stopping: drivers first, then the outbox, then the uplink")
@@ -103,6 +132,7 @@ class Gateway:
             batch_max_delay_s=uplink.batch_max_delay_ms / 1000,
             reconnect_min_s=uplink.reconnect_min_s,
             reconnect_max_s=uplink.reconnect_max_s,
+            headers=self.uplink_headers,
         )
 
     async def _supervise(self, driver: Driver, send: trio.MemorySendChannel[Sample]) -> None:
@@ -131,10 +161,12 @@ class Gateway:
                             samples.append(receive.receive_nowait())
                         except (trio.WouldBlock, trio.EndOfChannel):
                             break
+                    self.watchdog.tick("outbox")
                     # Shielded: a sample taken off the channel is committed even while the
                     # gateway is being cancelled, or it would be lost.
                     with trio.CancelScope(shield=True):
                         await self.outbox.append(samples)
+                    self.watchdog.idle("outbox")
         finally:
             written.set()
 
@@ -152,7 +184,14 @@ class Gateway:
         assert self.outbox is not None
         assert self.uplink is not None
         stats = await self.outbox.statistics()
+        oldest = await self.outbox.oldest()
+        now_ns = monotonic_ns()
         return {
+            "mono_ns": now_ns,
+            "uptime_s": (now_ns - self._started_ns) / 1e9,
+            "watchdog": self.watchdog.verdict.report(),
+            "system": system_report(self.config.gateway.data_dir),
+            "outbox_oldest_age_s": None if oldest is None else self._age_s(oldest),
             "gateway": self.config.gateway.id,
             "boot_id": self.stamper.boot_id.hex(),
             "clock_source": self.stamper.clock_source().name.lower(),
@@ -163,6 +202,12 @@ class Gateway:
                 k: str(v) if k == "state" else v for k, v in asdict(self.uplink.health).items()
             },
         }
+
+    def _age_s(self, event: Event) -> float:
+        # Monotonic times compare only within one boot; across a reboot, wall time must do.
+        if event.boot_id == self.stamper.boot_id:
+            return max(0, self.stamper.mono() - event.mono_ns) / 1e9
+        return max(0, self.stamper.wall() - event.wall_ns) / 1e9
 
 
 def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:

@@ -452,3 +452,13 @@ def _write_private(path: Path, data: bytes) -> Path:
     except OSError as exc:
         raise ConfigError(path, "", f"cannot write: {exc.strerror}", "check the folder") from exc
     return Path(name)
+
+
+def config_from_document(path: Path | str, doc: dict[str, Any]) -> GatewayConfig:
+    """Check an already parsed document as if it had been read from ``path`` (used to
+    validate a remote configuration before it is written).
+
+    Raises:
+        ConfigError: as :func:`load_config`.
+    """
+    return _Loader(Path(path)).load(doc)

@@ -21,7 +21,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import trio
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -34,8 +34,12 @@ from protocol.session import Acked, PeerError, UplinkSession, Welcomed
 
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Awaitable, Callable
 
     from gateway.outbox import AsyncOutbox
+    from protocol.messages import Scalar
+
+    CommandHandler: TypeAlias = Callable[[Command], Awaitable[tuple[bool, dict[str, Scalar]]]]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,9 @@ class UplinkSettings:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     open_timeout_s: float = 10.0
+    #: Per-connection handshake headers that replace the bearer token (a key-bound token and
+    #: its DPoP proof, ``gateway.enrol``); called once per connection attempt.
+    headers: Callable[[], dict[str, str]] | None = None
 
 
 @dataclass
@@ -93,6 +100,8 @@ class Uplink:
         self.health = UplinkHealth()
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._acked = trio.Event()
+        #: Answers the core's commands (``gateway.remote_config``); unset: all unknown.
+        self.on_command: CommandHandler | None = None
 
     async def run(self) -> None:
         """Connect, drain, reconnect, forever (until cancelled)."""
@@ -132,7 +141,7 @@ class Uplink:
         async with connect(
             s.url,
             ssl=s.ssl_context,
-            additional_headers={"Authorization": f"Bearer {s.token}"},
+            additional_headers=s.headers() if s.headers else {"Authorization": f"Bearer {s.token}"},
             subprotocols=[limits.SUBPROTOCOL],  # type: ignore[list-item]
             compression=None,
             max_size=limits.MAX_MESSAGE_BYTES,
@@ -219,6 +228,10 @@ class Uplink:
                     log.info("core set flow control: %s", event)
                     self._notify_acked()
                 case Command(command_id, name, _args):
+                    if self.on_command is not None:
+                        ok, detail = await self.on_command(event)
+                        await connection.send(session.result(command_id, ok, detail))
+                        continue
                     await connection.send(
                         session.result(command_id, False, {"error": f"unknown command {name}"})
                     )
