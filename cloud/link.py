@@ -41,7 +41,7 @@ from websockets.trio.server import ServerConnection, serve
 from cloud.errors import AuthError
 from cloud.fleet.dpop import ProofError
 from cloud.listeners import open_logged_listeners
-from cloud.principal import Principal, event_topic, valid_pattern
+from cloud.principal import Principal, PrincipalKind, event_topic, valid_pattern
 from cloud.storage.errors import StorageError
 from protocol import limits
 from protocol.errors import MessageTooBig, ProtocolError
@@ -304,7 +304,11 @@ class _Link:
                         self.principal.tenant, self.principal.id
                     )
                     await self.connection.send(session.welcome(secrets.token_hex(8), acked))
-                    if self.server.commands is not None:
+                    # Lifecycle commands (status, configure, update) are for gateways only.
+                    if (
+                        self.server.commands is not None
+                        and self.principal.kind is PrincipalKind.GATEWAY
+                    ):
                         self.server.commands.attach(self.principal, session, self.connection)
                 case BatchReceived(events):
                     self._check_publish(events)

@@ -6,12 +6,16 @@ import os
 import shutil
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
 
 from cloud.home import CoreHome
 from cloud.registry import issue_api_token, issue_gateway_credentials
+
+if TYPE_CHECKING:
+    from protocol.messages import Message
 
 TENANT = "acme"
 
@@ -48,3 +52,20 @@ class RunningCore:
     def api_token(self, scopes: tuple[str, ...] = ("events:read",), tenant: str = TENANT) -> str:
         token, _claims = issue_api_token(self.home, tenant, "tests", list(scopes), 3600)
         return token
+
+
+async def receive_skipping_commands(ws: Any) -> Message:
+    """The next link message that is not a ``Command``.
+
+    The core asks every connected gateway for its status (cloud.fleet.agent) at moments a
+    test does not control; tests that speak the raw protocol as a gateway skip those.
+    """
+    from protocol import codec
+    from protocol.messages import Command
+
+    while True:
+        data = await ws.recv()
+        assert isinstance(data, bytes)
+        message = codec.decode(data)
+        if not isinstance(message, Command):
+            return message

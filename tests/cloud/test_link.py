@@ -25,7 +25,7 @@ from cloud.tokens import Audience, TokenIssuer
 from protocol import codec, limits
 from protocol.events import ClockSource, Event, Reading
 from protocol.messages import Ack, Batch, Error, ErrorCode, Hello, Welcome
-from tests.support import TENANT, RunningCore
+from tests.support import TENANT, RunningCore, receive_skipping_commands
 
 BOOT = bytes(range(16))
 
@@ -70,7 +70,7 @@ async def say_hello(ws: ClientConnection, peer: str) -> Welcome:
 
 async def send_batch(ws: ClientConnection, events: tuple[Event, ...]) -> int:
     await ws.send(codec.encode(Batch(events)))
-    ack = codec.decode(_bytes(await ws.recv()))
+    ack = await receive_skipping_commands(ws)
     assert isinstance(ack, Ack)
     return ack.acked_seq
 

@@ -14,8 +14,8 @@ from cloud.pki import client_ssl_context
 from cloud.registry import Registry
 from protocol import codec, limits
 from protocol.events import ClockSource, Event, Reading
-from protocol.messages import Batch, Hello
-from tests.support import RunningCore
+from protocol.messages import Ack, Batch, Hello
+from tests.support import RunningCore, receive_skipping_commands
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ async def store(core: RunningCore, gateway: str, tenant: str, events: list[Event
         await ws.recv()
         await ws.send(codec.encode(Batch(tuple(events))))
         with trio.fail_after(5):
-            await ws.recv()
+            assert isinstance(await receive_skipping_commands(ws), Ack)
 
 
 def events(device: str, count: int, start_ns: int = 1_700_000_000 * 10**9) -> list[Event]:
