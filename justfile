@@ -46,9 +46,18 @@ check: lint test
 demo *args: venv
     {{py}} -m assetbook demo {{args}}
 
-# Measure ingest rate and latency; writes docs/performance.md and bench/results/.
+# Fleet → core throughput beside Mosquitto and the ingredients; writes docs/performance.md,
+# bench/results/ and docs/perf/.
 bench *args: venv
+    {{py}} -m bench.throughput {{args}}
+
+# One real gateway (driver → outbox → uplink) into one core: durable rate and latency.
+bench-ingest *args: venv
     {{py}} -m bench.ingest {{args}}
+
+# Build the gateway's Debian package into dist/.
+deb *args: venv
+    {{py}} -m deploy.build_deb {{args}}
 
 # Hardware-in-the-loop tests, e.g. `just hil --serial-port /dev/ttyUSB0`.
 hil *args: venv

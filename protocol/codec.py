@@ -7,7 +7,11 @@ all**: cbor2 would otherwise turn tags into datetimes, bignums, sets, shared ref
 can build cycles) and more, so every tag number is mapped to a decoder that refuses it.
 
 :func:`encode` builds the canonical array form and refuses to build a message the decoder
-would refuse (limits included), so a peer never sends what the other side must reject.
+would refuse (limits included), so a peer never sends what the other side must reject. The
+hot messages (``Batch``, ``Ack``, ``Deliver``) are checked on their values with the
+decoder's rules before encoding; the others are checked by decoding the encoded bytes.
+
+Needs cbor2 6 or later (``semantic_decoders`` and ``max_depth`` are 6.x decoder options).
 """
 
 from __future__ import annotations
@@ -178,20 +182,55 @@ def _scalar_map(value: object, what: str) -> dict[str, Scalar]:
 def _reading_from_wire(record: object) -> Reading:
     if type(record) is not dict:
         raise DecodeError(f"reading: expected a SenML record map, got {_describe(record)}")
+    shape = _RECORD_SHAPES.get(frozenset(record.keys()) if len(record) <= 3 else None)
+    if shape is None:
+        _refuse_record(record)
+    for key in record:
+        if type(key) is not int:
+            _refuse_record(record)
+    label, has_unit = shape
+    name = record[SENML_NAME]
+    if not _short_text(name):
+        _text(name, "reading name")
+    unit = record[SENML_UNIT] if has_unit else ""
+    if has_unit and not _short_text(unit):
+        # An absent unit means "no unit"; an empty one would be a second encoding of it.
+        _text(unit, "reading unit")
+    value = record[label]
+    if not (label == SENML_VALUE and type(value) is float and math.isfinite(value)):
+        value = _reading_value(label, value)
+    reading = object.__new__(Reading)
+    _set_name(reading, name)
+    _set_unit(reading, unit)
+    _set_value(reading, value)
+    return reading
+
+
+def _record_shapes() -> dict[frozenset[int] | None, tuple[int, bool]]:
+    shapes: dict[frozenset[int] | None, tuple[int, bool]] = {}
+    for label in _VALUE_LABELS:
+        shapes[frozenset({SENML_NAME, label})] = (label, False)
+        shapes[frozenset({SENML_NAME, SENML_UNIT, label})] = (label, True)
+    return shapes
+
+
+#: The valid key sets of a reading record: a name, an optional unit and exactly one value.
+#: Only integers are labels: 0.0 and True hash and compare equal to 0 and 1, so a record
+#: keyed by them matches a shape here; the exact key-type check after the lookup refuses it.
+_RECORD_SHAPES: Final = _record_shapes()
+
+
+def _refuse_record(record: dict[Any, Any]) -> NoReturn:
     keys = record.keys()
     if any(type(key) is not int for key in keys):
-        # 0.0 and True compare equal to labels 0 and 1 in Python; only integers are labels.
         raise DecodeError("reading: SenML labels are integers (RFC 8428 §6)")
-    value_keys = keys & _VALUE_LABELS
-    if len(value_keys) != 1 or not keys <= (_VALUE_LABELS | {SENML_NAME, SENML_UNIT}):
-        raise DecodeError("reading: needs a name, an optional unit and exactly one value")
-    if SENML_NAME not in record:
+    if (
+        SENML_NAME not in record
+        and len(keys & _VALUE_LABELS) == 1
+        and keys <= (_VALUE_LABELS | {SENML_UNIT})
+    ):
         raise DecodeError("reading: missing name (SenML label 0)")
-    name = _text(record[SENML_NAME], "reading name")
-    # An absent unit means "no unit"; an empty one would be a second encoding of the same.
-    unit = _text(record[SENML_UNIT], "reading unit") if SENML_UNIT in record else ""
-    (label,) = value_keys
-    return Reading(name, unit, _reading_value(label, record[label]))
+    raise DecodeError("reading: needs a name, an optional unit and exactly one value")
 
 
 def _reading_value(label: int, value: object) -> Value:
@@ -231,24 +270,77 @@ def _reading_to_wire(reading: Reading) -> dict[int, object]:
 def event_from_wire(item: object) -> Event:
     """Decode one event array (``docs/protocol.md`` §event)."""
     seq, device, boot_id, mono_ns, wall_ns, clock, records = _array(item, "event", 7)
-    try:
-        clock_source = ClockSource(_uint(clock, "event clock"))
-    except ValueError:
-        raise DecodeError(f"event clock: unknown clock source {clock}") from None
+    check_event_wire(seq, device, boot_id, mono_ns, wall_ns, clock, records)
+    event = object.__new__(Event)
+    _set_seq(event, seq)
+    _set_device(event, device)
+    _set_boot_id(event, boot_id)
+    _set_mono_ns(event, mono_ns)
+    _set_wall_ns(event, wall_ns)
+    _set_clock(event, _CLOCKS[clock])
+    _set_readings(event, tuple([_reading_from_wire(r) for r in records]))
+    return event
+
+
+# Hot path. A frozen dataclass's __init__ sets each field through object.__setattr__, which
+# made building Event and Reading values about a third of decoding a batch
+# (docs/performance.md). The slot descriptors set the same fields directly; the values are
+# only built after every check passed, so the result is the same immutable value __init__
+# would give.
+_set_seq = Event.__dict__["seq"].__set__
+_set_device = Event.__dict__["device"].__set__
+_set_boot_id = Event.__dict__["boot_id"].__set__
+_set_mono_ns = Event.__dict__["mono_ns"].__set__
+_set_wall_ns = Event.__dict__["wall_ns"].__set__
+_set_clock = Event.__dict__["clock"].__set__
+_set_readings = Event.__dict__["readings"].__set__
+_set_name = Reading.__dict__["name"].__set__
+_set_unit = Reading.__dict__["unit"].__set__
+_set_value = Reading.__dict__["value"].__set__
+_CLOCKS: Final = {int(c): c for c in ClockSource}
+
+
+def _short_text(value: object) -> bool:
+    """A non-empty text within MAX_TEXT_BYTES (the ASCII case without encoding it)."""
+    if type(value) is not str or not value:
+        return False
+    if len(value) <= limits.MAX_TEXT_BYTES // 4:  # 4 bytes per code point at most (UTF-8)
+        return True
+    return len(value) <= limits.MAX_TEXT_BYTES and len(value.encode()) <= limits.MAX_TEXT_BYTES
+
+
+def check_event_wire(
+    seq: object,
+    device: object,
+    boot_id: object,
+    mono_ns: object,
+    wall_ns: object,
+    clock: object,
+    records: object,
+) -> None:
+    """Validate one event's wire fields exactly as decoding does; raise our errors only.
+
+    The common case is a handful of exact-type and range comparisons; on any doubt the
+    field's own checker runs to give the precise error.
+    """
+    if not (type(seq) is int and 0 <= seq <= limits.MAX_UINT):
+        _uint(seq, "event seq")
+    if not _short_text(device):
+        _text(device, "event device")
+    if not (type(boot_id) is bytes and len(boot_id) == limits.BOOT_ID_BYTES):
+        _boot_id(boot_id)
+    if not (type(mono_ns) is int and 0 <= mono_ns <= limits.MAX_UINT):
+        _uint(mono_ns, "event mono_ns")
+    if not (type(wall_ns) is int and -limits.MAX_UINT <= wall_ns <= limits.MAX_UINT):
+        _int(wall_ns, "event wall_ns")
+    if type(clock) is not int or clock not in _CLOCKS:
+        _uint(clock, "event clock")
+        raise DecodeError(f"event clock: unknown clock source {clock}")
     readings = _array(records, "event readings")
     if not readings:
         raise DecodeError("event readings: an event has at least one reading")
     if len(readings) > limits.MAX_READINGS_PER_EVENT:
         raise MessageTooBig(f"event: more than {limits.MAX_READINGS_PER_EVENT} readings")
-    return Event(
-        seq=_uint(seq, "event seq"),
-        device=_text(device, "event device"),
-        boot_id=_boot_id(boot_id),
-        mono_ns=_uint(mono_ns, "event mono_ns"),
-        wall_ns=_int(wall_ns, "event wall_ns"),
-        clock=clock_source,
-        readings=tuple(_reading_from_wire(r) for r in readings),
-    )
 
 
 def event_to_wire(event: Event) -> list[object]:
@@ -417,13 +509,96 @@ def encode(message: Message) -> bytes:
         MessageTooBig: the message would exceed a limit.
         DecodeError: the message holds a value the protocol does not allow.
     """
-    wire = [int(x) if isinstance(x, MessageType) else x for x in _body(message)]
     try:
+        # The hot messages are checked on their values, field by field with the decoder's
+        # own rules, which costs a fraction of decoding the output again (docs/performance.md).
+        checked = _check_outgoing(message)
+        wire = [int(x) if isinstance(x, MessageType) else x for x in _body(message)]
         # canonical: sorted map keys and shortest floats (RFC 8949 §4.2), so equal messages
         # always encode to equal bytes.
         data = cbor2.dumps(wire, canonical=True)
     except (cbor2.CBOREncodeError, UnicodeEncodeError) as exc:
         raise DecodeError(f"cannot encode: {exc}") from None
-    # Validating our own output is cheap next to sending it and guarantees encode/decode agree.
-    decode(data)
+    if len(data) > limits.MAX_MESSAGE_BYTES:
+        raise MessageTooBig(f"message of {len(data)} bytes is over {limits.MAX_MESSAGE_BYTES}")
+    if not checked:
+        # Rare messages: validating our own output guarantees encode and decode agree.
+        decode(data)
     return data
+
+
+def _check_outgoing(message: Message) -> bool:
+    """Check a Batch, Ack or Deliver as the decoder would; False for other messages."""
+    match message:
+        case Batch(events):
+            _check_count(events, "batch events")
+            previous = -1
+            for event in events:
+                _check_event(event)
+                if event.seq <= previous:
+                    raise DecodeError(
+                        f"batch events: sequence numbers must increase ({event.seq} after "
+                        f"{previous})"
+                    )
+                previous = event.seq
+            return True
+        case Ack(acked):
+            _uint(acked, "ack acked_seq")
+            return True
+        case Deliver(items):
+            _check_count(items, "deliver items")
+            for item in items:
+                if not _short_text(item.gateway):
+                    _text(item.gateway, "delivered gateway")
+                _check_event(item.event)
+            return True
+    return False
+
+
+def _check_count(items: tuple[object, ...], what: str) -> None:
+    if type(items) is not tuple or not items:
+        raise DecodeError(f"{what}: expected a non-empty tuple")
+    if len(items) > limits.MAX_BATCH_EVENTS:
+        raise MessageTooBig(f"{what}: more than {limits.MAX_BATCH_EVENTS} events")
+
+
+def _check_event(event: Event) -> None:
+    readings = event.readings
+    if type(readings) is not tuple:
+        raise DecodeError("event readings: expected a tuple")
+    check_event_wire(
+        event.seq,
+        event.device,
+        event.boot_id,
+        event.mono_ns,
+        event.wall_ns,
+        int(event.clock),
+        list(readings),
+    )
+    for reading in readings:
+        _check_reading(reading)
+
+
+def _check_reading(reading: Reading) -> None:
+    """The rules of :func:`_reading_from_wire`, applied to the value before encoding."""
+    if type(reading) is not Reading:
+        raise DecodeError(f"reading: expected a Reading, got {_describe(reading)}")
+    name, unit, value = reading.name, reading.unit, reading.value
+    if not _short_text(name):
+        _text(name, "reading name")
+    if type(unit) is not str:
+        raise DecodeError("reading unit: expected a text string")
+    if unit and not _short_text(unit):
+        _text(unit, "reading unit")
+    if type(value) is float:
+        if not math.isfinite(value):
+            raise DecodeError("reading value: expected a finite number")
+    elif type(value) is int:
+        _int(value, "reading value")
+    elif type(value) is str:
+        _text(value, "reading string value", empty=True)
+    elif type(value) is bytes:
+        if len(value) > limits.MAX_BLOB_BYTES:
+            raise MessageTooBig(f"reading data value: longer than {limits.MAX_BLOB_BYTES} bytes")
+    elif type(value) is not bool:
+        raise DecodeError(f"reading value: {_describe(value)} is not a SenML value")

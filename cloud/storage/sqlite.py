@@ -63,8 +63,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: Most events merged into one transaction, so one commit's latency stays bounded.
-MAX_GROUP_EVENTS: Final = 50_000
+#: Most events merged into one transaction, so one commit's latency stays bounded. At
+#: 50,000 a CPU-starved core could hold every waiting link's ack behind one transaction for
+#: seconds (docs/performance.md, "Throughput"); at 8,000 events the fsync of a commit (a few
+#: ms on the development VM) still costs about 1 µs per event.
+MAX_GROUP_EVENTS: Final = 8_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,7 +128,7 @@ def select_page(
     """Up to ``limit`` events of ``query`` strictly after ``after``, in key order."""
     where, params = _where(query, after)
     sql = (
-        f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)}"  # noqa: S608 (no user text)
+        f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)}"  # noqa: S608  # nosec B608 - no user text
         " ORDER BY wall_ns, gateway, seq LIMIT ?"
     )
     rows = conn.execute(sql, (*params, limit)).fetchall()
