@@ -17,6 +17,8 @@ venv:
     if [ ! -f "$stamp" ]; then
         {{py}} -m pip install --quiet --upgrade pip
         {{py}} -m pip install --quiet -e '.[dev]'
+        # MicroPython board stubs, for type-checking firmware/ (tests/firmware reads them here).
+        {{py}} -m pip install --quiet --target {{venv}}/mpy-stubs 'micropython-esp32-stubs~=1.29.0'
         rm -f {{venv}}/.installed-*; touch "$stamp"
     fi
 

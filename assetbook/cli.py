@@ -564,6 +564,8 @@ def _read_token(path: Path | None) -> str:
 SIMULATORS: dict[str, tuple[str, str]] = {
     "gps": ("simulators.gps", "NMEA 0183 GPS receiver on a pty"),
     "ble": ("simulators.ble", "BLE peripherals (BTHome, Ruuvi, beacons) on a private D-Bus"),
+    "modbus": ("simulators.modbus", "Modbus RTU slaves with changing registers on a pty"),
+    "node": ("simulators.node", "our MicroPython node firmware, run by micropython, on a pty"),
 }
 
 

@@ -34,6 +34,13 @@ class Sample:
     device_time_ns: int | None = None
     device_clock: ClockSource | None = None
 
+    def mark_stored(self) -> None:
+        """Called by the gateway once the outbox transaction holding this sample committed.
+
+        Nothing by default. A driver whose device keeps a reading until the gateway has it
+        safely (the node protocol acknowledges only stored readings) overrides it.
+        """
+
 
 @dataclass(slots=True)
 class DriverHealth:

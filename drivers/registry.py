@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 DRIVER_MODULES: Final[dict[str, str]] = {
     "nmea-gps": "drivers.gps",
+    "modbus-rtu": "drivers.modbus.driver",
+    "node-serial": "drivers.node.driver",
+    "ble-adverts": "drivers.ble.scanner",
 }
 
 

@@ -166,6 +166,8 @@ class Gateway:
                     # gateway is being cancelled, or it would be lost.
                     with trio.CancelScope(shield=True):
                         await self.outbox.append(samples)
+                    for sample in samples:
+                        sample.mark_stored()  # the commit is done: drivers may tell devices
                     self.watchdog.idle("outbox")
         finally:
             written.set()
