@@ -297,6 +297,24 @@ async def totp_confirm(request: Request) -> Response:
     return await account(request, codes=codes)
 
 
+async def totp_remove(request: Request) -> Response:
+    op = await operator(request)
+    form = await checked_form(request, op.session.csrf)
+    service = ctx(request).api.identity.service
+    password = text(form, "password")
+    try:
+        await in_thread(lambda: service.remove_totp(op.user.tenant, op.user.user_id, password))
+    except LoginFailed:
+        return await account(request, error="Two-step sign-in stays on: wrong password.")
+    except MethodRequired:
+        return await account(
+            request, error="Two-step sign-in stays on: your organisation requires it."
+        )
+    except Conflict:
+        return await account(request, error="Two-step sign-in is not on.")
+    return redirect("/console/account")
+
+
 async def passkey_register_options(request: Request) -> Response:
     op = await operator(request)
     if not origin_allowed(ctx(request).origin, request.headers.get("origin")) or not same_secret(
@@ -373,6 +391,7 @@ routes = [
     Route("/account/sessions/end", end_session, methods=["POST"]),
     Route("/account/totp", totp_begin, methods=["POST"]),
     Route("/account/totp/confirm", totp_confirm, methods=["POST"]),
+    Route("/account/totp/remove", totp_remove, methods=["POST"]),
     Route("/account/passkeys/options", passkey_register_options, methods=["POST"]),
     Route("/account/passkeys", passkey_register, methods=["POST"]),
     Route("/account/passkeys/remove", passkey_remove, methods=["POST"]),

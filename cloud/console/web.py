@@ -7,7 +7,7 @@ opens nothing), refreshes it when it is about to expire, and checks the page's s
 token. Missing objects and other tenants' objects raise :class:`Missing`, rendered as one
 "not found" page.
 
-Not done here: the pages themselves (``account``, ``fleet``, ``admin`` modules).
+Not done here: the pages themselves (``account``, ``fleet``, ``admin``, ``mqtt`` modules).
 """
 
 from __future__ import annotations
@@ -204,9 +204,9 @@ def text(form: FormData, name: str, limit: int = 1024) -> str:
 
 def create_console_app(context: ConsoleContext) -> Starlette:
     """The console application (mounted at ``/console`` by :mod:`cloud.rest`)."""
-    from cloud.console import account, admin, fleet
+    from cloud.console import account, admin, fleet, mqtt
 
-    routes = [*account.routes, *fleet.routes, *admin.routes]
+    routes = [*account.routes, *fleet.routes, *admin.routes, *mqtt.routes]
     routes.append(Mount("/static", StaticFiles(directory=HERE / "static"), name="static"))
     app = Starlette(routes=routes)
     app.state.console = context

@@ -242,6 +242,29 @@ class IdentityService:
             raise LoginFailed("wrong_code")
         return self._enable_totp(user)
 
+    def remove_totp(self, tenant: str, user_id: str, current_password: str) -> None:
+        """Switch TOTP off for a signed-in user: the secret and recovery codes are deleted.
+
+        Raises:
+            LoginFailed: the current password is wrong (counts as a failure).
+            MethodRequired: the tenant's minimum login method is ``password+totp``.
+            Conflict: TOTP is not on.
+        """
+        user = self.store.user(tenant, user_id)
+        _, settings = self.store.tenant_settings(tenant)
+        if user.password is None or not self.hasher.verify(
+            user.password, current_password, _ctx("password", user.user_id)
+        ):
+            self._failed(user, settings)
+            raise LoginFailed("wrong_password")
+        if settings.min_method is LoginMethod.PASSWORD_TOTP:
+            raise MethodRequired(settings.min_method.value)
+        if not user.totp_enabled and user.totp_secret is None:
+            raise Conflict("TOTP is not enabled")
+        self.store.replace_recovery_codes(user.user_id, [])
+        self.store.update_user(user.user_id, totp_secret=None, totp_enabled=0)
+        self.notify(_mail(user, "Two-step sign-in (TOTP) was turned off"))
+
     # --- passwords --------------------------------------------------------------------------
 
     def request_reset(self, tenant: str, email: str, address: str) -> None:
