@@ -134,6 +134,23 @@ class CoreHome:
 
 
 @dataclass(frozen=True, slots=True)
+class SecretsConfig:
+    """``[secrets]``: where the secrets key lives (cloud.identity.keyring / .pkcs11_keyring).
+
+    ``backend = "file"`` (the default, also when the section is absent) uses
+    ``keys/secrets.json``. ``backend = "pkcs11"`` needs ``pkcs11_module`` (the module's path),
+    ``token_label`` and exactly one PIN source: ``pin_file`` (a 0600 file) or ``pin_env`` (an
+    environment variable's name). The PIN itself is never accepted in ``config.toml``.
+    """
+
+    backend: str = "file"
+    pkcs11_module: str | None = None
+    token_label: str | None = None
+    pin_file: str | None = None
+    pin_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CoreConfig:
     """The validated contents of ``config.toml``."""
 
@@ -149,6 +166,7 @@ class CoreConfig:
     api_token_max_lifetime_s: int
     http_port: int | None = None  # plain-HTTP listener (cloud.http_redirect); None: off
     http_limits: HttpLimits = field(default_factory=HttpLimits)  # cloud.ratelimit
+    secrets: SecretsConfig = field(default_factory=SecretsConfig)  # [secrets]
 
 
 def init_home(
@@ -350,7 +368,22 @@ def _config_to_toml(config: CoreConfig) -> dict[str, Any]:
             "module_lifetime_s": config.module_token_lifetime_s,
             "api_max_lifetime_s": config.api_token_max_lifetime_s,
         },
+        **_secrets_to_toml(config.secrets),
     }
+
+
+def _secrets_to_toml(secrets: SecretsConfig) -> dict[str, Any]:
+    # The file backend is the default: `core init` writes no [secrets] section for it.
+    if secrets == SecretsConfig():
+        return {}
+    table = {
+        "backend": secrets.backend,
+        "pkcs11_module": secrets.pkcs11_module,
+        "token_label": secrets.token_label,
+        "pin_file": secrets.pin_file,
+        "pin_env": secrets.pin_env,
+    }
+    return {"secrets": {k: v for k, v in table.items() if v is not None}}
 
 
 _SCHEMA: dict[str, frozenset[str]] = {
@@ -364,6 +397,7 @@ _SCHEMA: dict[str, frozenset[str]] = {
         {"rate_per_address", "burst_per_address", "rate_per_token", "burst_per_token"}
         | {"max_body_bytes", "max_header_bytes", "read_timeout_s"}
     ),
+    "secrets": frozenset({"backend", "pkcs11_module", "token_label", "pin_file", "pin_env"}),
 }
 
 
@@ -382,6 +416,29 @@ def _validate(data: dict[str, Any]) -> CoreConfig:
         api_token_max_lifetime_s=_seconds(data, "tokens", "api_max_lifetime_s"),
         http_port=_port(data, "listen", "http_port") if "http_port" in data["listen"] else None,
         http_limits=_http_limits(data),
+        secrets=_secrets(data),
+    )
+
+
+def _secrets(data: dict[str, Any]) -> SecretsConfig:
+    table = data.get("secrets", {})
+    backend = _text(data, "secrets", "backend") if "backend" in table else "file"
+    if backend not in ("file", "pkcs11"):
+        raise ConfigError('must be "file" or "pkcs11"', key="secrets.backend")
+    if backend == "file":
+        extra = sorted(k for k in table if k != "backend")
+        if extra:
+            raise ConfigError('only used with backend = "pkcs11"', key=f"secrets.{extra[0]}")
+        return SecretsConfig()
+    sources = [k for k in ("pin_file", "pin_env") if k in table]
+    if len(sources) != 1:
+        raise ConfigError("set exactly one of pin_file and pin_env", key="secrets")
+    return SecretsConfig(
+        backend="pkcs11",
+        pkcs11_module=_text(data, "secrets", "pkcs11_module"),
+        token_label=_text(data, "secrets", "token_label"),
+        pin_file=_text(data, "secrets", "pin_file") if "pin_file" in table else None,
+        pin_env=_text(data, "secrets", "pin_env") if "pin_env" in table else None,
     )
 
 

@@ -19,8 +19,13 @@ Contract:
   5869, with a distinct ``info``), so the index and the seal never share a key.
   :meth:`index_candidates` gives the index under every version for lookups during rotation.
 
-Not done here: choosing what to seal (callers do), and PKCS#11 tokens (the file is the only
-key store implemented; see docs/security.md).
+The sealing format and the version logic live in :class:`Keyring` and go through four
+primitives (``versions``, ``_encrypt``, ``_decrypt``, ``_hmac``); the file-backed keyring
+implements them with the raw keys above, and
+:class:`cloud.identity.pkcs11_keyring.Pkcs11Keyring` implements them inside a PKCS#11 token,
+so both produce the same ``ab1$`` strings and callers never tell them apart.
+
+Not done here: choosing what to seal (callers do).
 """
 
 from __future__ import annotations
@@ -59,10 +64,15 @@ class Keyring:
     active: int
     keys: dict[int, bytes] = field(repr=False)
 
+    @property
+    def versions(self) -> frozenset[int]:
+        """Every key version this keyring can open (and index) with."""
+        return frozenset(self.keys)
+
     def seal(self, plaintext: bytes, context: str) -> str:
         """Encrypt ``plaintext`` bound to ``context`` (e.g. ``password:<tenant>:<user>``)."""
         nonce = secrets.token_bytes(NONCE_BYTES)
-        sealed = AESGCM(self._aead_key(self.active)).encrypt(nonce, plaintext, context.encode())
+        sealed = self._encrypt(self.active, nonce, plaintext, context.encode())
         body = base64.urlsafe_b64encode(nonce + sealed).decode("ascii").rstrip("=")
         return f"{SEAL_PREFIX}${self.active}${body}"
 
@@ -73,14 +83,9 @@ class Keyring:
             SealError: malformed, unknown key version, or wrong key/context/tampered.
         """
         version, raw = _split(value)
-        if version not in self.keys:
-            raise SealError(f"sealed under key version {version}, which is not in the key file")
-        try:
-            return AESGCM(self._aead_key(version)).decrypt(
-                raw[:NONCE_BYTES], raw[NONCE_BYTES:], context.encode()
-            )
-        except InvalidTag as exc:
-            raise SealError("sealed value does not authenticate") from exc
+        if version not in self.versions:
+            raise SealError(f"sealed under key version {version}, which is not in the key store")
+        return self._decrypt(version, raw[:NONCE_BYTES], raw[NONCE_BYTES:], context.encode())
 
     def needs_reseal(self, value: str) -> bool:
         return _split(value)[0] != self.active
@@ -88,21 +93,34 @@ class Keyring:
     def index(self, value: str, purpose: str, version: int | None = None) -> str:
         """A deterministic keyed index of ``value`` (a blind index), tagged with the version."""
         version = self.active if version is None else version
-        key = self._derive(version, b"assetbook index " + purpose.encode())
-        digest = hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
-        return f"{version}${digest}"
+        digest = self._hmac(version, b"assetbook index " + purpose.encode(), value.encode())
+        return f"{version}${digest.hex()}"
 
     def index_candidates(self, value: str, purpose: str) -> list[str]:
-        """:meth:`index` under every version in the file (for lookups during a rotation)."""
-        return [self.index(value, purpose, v) for v in sorted(self.keys)]
+        """:meth:`index` under every version in the key store (for lookups during a rotation)."""
+        return [self.index(value, purpose, v) for v in sorted(self.versions)]
 
     def mac(self, value: bytes, purpose: str) -> str:
         """HMAC-SHA-256 of a high-entropy secret (recovery codes) under the active key."""
-        key = self._derive(self.active, b"assetbook mac " + purpose.encode())
-        return f"{self.active}${hmac.new(key, value, hashlib.sha256).hexdigest()}"
+        digest = self._hmac(self.active, b"assetbook mac " + purpose.encode(), value)
+        return f"{self.active}${digest.hex()}"
 
-    def _aead_key(self, version: int) -> bytes:
-        return self._derive(version, b"assetbook seal")
+    # The primitives: raw keys in memory here, overridden by the PKCS#11 keyring.
+
+    def _encrypt(self, version: int, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        """AES-256-GCM: ciphertext ‖ 16-byte tag."""
+        return AESGCM(self._derive(version, b"assetbook seal")).encrypt(nonce, plaintext, aad)
+
+    def _decrypt(self, version: int, nonce: bytes, sealed: bytes, aad: bytes) -> bytes:
+        """Raises: SealError (does not authenticate)."""
+        try:
+            return AESGCM(self._derive(version, b"assetbook seal")).decrypt(nonce, sealed, aad)
+        except InvalidTag as exc:
+            raise SealError("sealed value does not authenticate") from exc
+
+    def _hmac(self, version: int, info: bytes, message: bytes) -> bytes:
+        """HMAC-SHA-256 of ``message`` under the key of ``version`` for the domain ``info``."""
+        return hmac.new(self._derive(version, info), message, hashlib.sha256).digest()
 
     def _derive(self, version: int, info: bytes) -> bytes:
         hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info)

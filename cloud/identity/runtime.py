@@ -1,8 +1,10 @@
 """Wiring: build the identity service for a core home, and the Trio task that runs beside it.
 
-Contract: :func:`open_identity` loads the secrets key first and raises
-:class:`~cloud.identity.errors.SecretKeyError` when it is missing or too open, so a core
-built with it refuses to start instead of storing secrets without the pepper.
+Contract: :func:`open_identity` loads the secrets key first, from the store ``[secrets]``
+in ``config.toml`` names (the key file by default, or a PKCS#11 token), and raises
+:class:`~cloud.identity.errors.SecretKeyError` when it is missing, too open, or the token,
+its PIN or its keys are absent, so a core built with it refuses to start instead of storing
+secrets without the pepper.
 :func:`serve_identity` runs the mailer and connects session revocation to the link server
 (``disconnect`` closes every live WebSocket of the revoked token ids at once).
 """
@@ -16,8 +18,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from cloud.home import load_config
 from cloud.identity.hashing import SecretHasher
-from cloud.identity.keyring import load_keyring
+from cloud.identity.keyring import Keyring, load_keyring
 from cloud.identity.mail import Mailer, load_smtp_config
 from cloud.identity.service import IdentityService
 from cloud.identity.sessions import SessionManager
@@ -49,7 +52,7 @@ def open_identity(
     now: Callable[[], float] = time.time,
 ) -> Identity:
     """Raises: SecretKeyError (no usable key), ConfigError (bad ``[smtp]``)."""
-    keyring = load_keyring(home.secrets_key)
+    keyring = load_secrets_keyring(home)
     mailer = Mailer(load_smtp_config(home), access_log)
     store = IdentityStore(home.db_path)
     sessions = SessionManager(store, registry, issuer, now=now)
@@ -57,6 +60,16 @@ def open_identity(
         store, registry, SecretHasher(keyring), sessions, notify=mailer.enqueue, now=now
     )
     return Identity(service, sessions, mailer, store)
+
+
+def load_secrets_keyring(home: CoreHome) -> Keyring:
+    """The keyring ``[secrets]`` selects. Raises: SecretKeyError, ConfigError."""
+    secrets = load_config(home).secrets
+    if secrets.backend == "pkcs11":
+        from cloud.identity.pkcs11_keyring import open_pkcs11_keyring
+
+        return open_pkcs11_keyring(secrets)
+    return load_keyring(home.secrets_key)
 
 
 async def serve_identity(
