@@ -9,12 +9,18 @@ What the package holds:
   need) for each ``--arch``, downloaded from PyPI at build time. The core's dependencies
   (FastAPI, Hypercorn, ...) are left out: a gateway does not run the core.
 * ``/opt/assetbook/requirements.txt``: those requirements with the version ranges of
-  ``pyproject.toml``; ``postinst`` installs them, then the project's wheel without its
-  declared dependencies (which include the core's).
+  ``pyproject.toml``; the project's wheel is installed after them without its declared
+  dependencies (which include the core's).
+* ``/opt/assetbook/install-version`` and ``/opt/assetbook/package-version``: the script that
+  makes the packaged version a version of the install root, and that version.
 * ``/lib/systemd/system/assetbook-gateway.service`` (``deploy/systemd``) and the maintainer
   scripts of ``deploy/debian``. ``postinst`` creates the ``assetbook`` user, ``/etc/assetbook``
-  (0750) and ``/var/lib/assetbook`` (0700), and builds ``/opt/assetbook/venv`` from the wheels
-  with ``--no-index``: installing needs no network, which a gateway may not have.
+  (0750) and ``/var/lib/assetbook`` (0700), and runs ``install-version``, which lays out
+  ``/opt/assetbook`` as the install root of :mod:`gateway.update`
+  (:func:`install_root_layout`): ``versions/<version>/venv`` built from the wheels with
+  ``--no-index`` (installing needs no network, which a gateway may not have), and the
+  ``current`` and ``launcher`` links. The unit runs ``gateway launch`` from ``launcher``, so
+  signed over-the-air updates and their rollback work on a packaged gateway.
 
 The package is ``Architecture: all`` because pip picks, on the target, the wheels that fit
 it; an architecture whose wheels were not bundled fails in ``postinst`` with pip's message.
@@ -36,6 +42,11 @@ from typing import Final
 ROOT: Final = Path(__file__).resolve().parent.parent
 PACKAGE: Final = "assetbook-gateway"
 PREFIX: Final = Path("opt/assetbook")
+#: The install root on the target (:class:`gateway.update.InstallRoot`).
+INSTALL_ROOT: Final = Path("/") / PREFIX
+UNIT: Final = ROOT / "deploy/systemd/assetbook-gateway.service"
+#: Entry of a packaged version, the same as an update bundle's default.
+ENTRY: Final = "bin/assetbook-gateway"
 #: Distribution names of the runtime dependencies the gateway imports.
 GATEWAY_REQUIREMENTS: Final = frozenset(
     {"trio", "websockets", "cbor2", "cryptography", "pyserial", "tomli-w"}
@@ -116,19 +127,41 @@ def collect_wheels(wheels: Path, requirements: list[str], arches: list[str]) -> 
         )  # fmt: skip
 
 
-def stage(root: Path, version: str, requirements: list[str], arches: list[str]) -> None:
-    """Lay out the package's files under ``root``."""
+def install_root_layout(version: str) -> dict[str, str]:
+    """What ``install-version`` leaves in the install root: relative path -> link target.
+
+    ``versions/<version>/.manifest.json`` (``{"entry", "version"}``) and the venv are there too.
+    """
+    folder = f"versions/{version}"
+    return {
+        "current": folder,
+        "launcher": folder,
+        f"{folder}/{ENTRY}": "../venv/bin/assetbook",
+    }
+
+
+def stage_payload(root: Path, version: str, requirements: list[str]) -> None:
+    """Everything but the wheels under ``root``: scripts, version, unit, command link."""
     prefix = root / PREFIX
     (prefix / "wheels").mkdir(parents=True)
-    collect_wheels(prefix / "wheels", requirements, arches)
     (prefix / "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
+    (prefix / "package-version").write_text(version + "\n", encoding="utf-8")
+    shutil.copy(ROOT / "deploy/debian/install-version", prefix)
+    (prefix / "install-version").chmod(0o755)
     unit_dir = root / "lib/systemd/system"
     unit_dir.mkdir(parents=True)
-    shutil.copy(ROOT / "deploy/systemd/assetbook-gateway.service", unit_dir)
+    shutil.copy(UNIT, unit_dir)
     bin_dir = root / "usr/bin"
     bin_dir.mkdir(parents=True)
-    # Dangles until postinst has built the venv; removed with the package.
-    (bin_dir / "assetbook").symlink_to("/opt/assetbook/venv/bin/assetbook")
+    # The packaged version's command (updates move `current`, never `launcher`). Dangles
+    # until postinst has built the version; removed with the package.
+    (bin_dir / "assetbook").symlink_to(INSTALL_ROOT / "launcher/venv/bin/assetbook")
+
+
+def stage(root: Path, version: str, requirements: list[str], arches: list[str]) -> None:
+    """Lay out the package's files under ``root``."""
+    stage_payload(root, version, requirements)
+    collect_wheels(root / PREFIX / "wheels", requirements, arches)
     debian = root / "DEBIAN"
     debian.mkdir()
     (debian / "control").write_text(control_file(version), encoding="utf-8")

@@ -22,6 +22,9 @@ Guarantees:
   launcher itself was killed) is rolled back at the next start.
 * A gateway that installed an update exits with :data:`RESTART_EXIT`; the launcher then
   starts the new ``current``.
+* Under systemd, the child gets the launcher's environment without a ``$WATCHDOG_PID`` that
+  names the launcher, so the gateway's own ``READY=1``/``WATCHDOG=1`` count (the unit needs
+  ``NotifyAccess=all``).
 """
 
 from __future__ import annotations
@@ -189,12 +192,23 @@ def launch(root: InstallRoot, args: list[str], *, trial_s: float = DEFAULT_TRIAL
         if trial:
             root.write_json(root.trial, {**trial, "started": True})
         entry = _entry(root)
-        with subprocess.Popen([str(entry), *args]) as child:  # noqa: S603 - our own install
+        command = [str(entry), *args]
+        with subprocess.Popen(command, env=_child_environment()) as child:  # noqa: S603 - ours
             code = _supervise(root, child, trial_s) if trial else child.wait()
         if code is None:
             continue  # rolled back: start the previous version
         if code != RESTART_EXIT:
             return code
+
+
+def _child_environment() -> dict[str, str]:
+    # Under systemd the launcher is the main process, so $WATCHDOG_PID names it; the gateway
+    # (its child) sends the pings and ignores a watchdog addressed to another pid. Without
+    # $WATCHDOG_PID any process of the unit pings (sd_watchdog_enabled(3), NotifyAccess=all).
+    env = dict(os.environ)
+    if env.get("WATCHDOG_PID") == str(os.getpid()):
+        del env["WATCHDOG_PID"]
+    return env
 
 
 def _supervise(root: InstallRoot, child: subprocess.Popen[bytes], trial_s: float) -> int | None:

@@ -96,13 +96,19 @@ def test_the_service_user_exists_without_a_login(installed: Path) -> None:
 
 def test_directories_belong_to_the_service_and_are_private(installed: Path) -> None:
     listing = chroot(
-        installed, "stat -c '%a %U %G %n' /var/lib/assetbook /etc/assetbook /opt/assetbook/venv"
+        installed,
+        "stat -c '%a %U %G %n' /var/lib/assetbook /etc/assetbook /opt/assetbook "
+        "/opt/assetbook/versions",
     ).splitlines()
     assert listing == [
         "700 assetbook assetbook /var/lib/assetbook",
         "750 root assetbook /etc/assetbook",
-        "755 root root /opt/assetbook/venv",
+        "775 root assetbook /opt/assetbook",
+        "755 assetbook assetbook /opt/assetbook/versions",
     ]
+    version = (installed / "opt/assetbook/package-version").read_text().strip()
+    assert os.readlink(installed / "opt/assetbook/current") == f"versions/{version}"
+    assert os.readlink(installed / "opt/assetbook/launcher") == f"versions/{version}"
 
 
 def test_the_unit_is_installed_enabled_and_verifies(installed: Path) -> None:
@@ -118,7 +124,9 @@ def test_assetbook_runs_inside_the_root_with_only_the_gateway_dependencies(
 ) -> None:
     assert "gateway" in chroot(installed, "assetbook --help")
     assert "run" in chroot(installed, "assetbook gateway --help")
-    installed_packages = chroot(installed, "/opt/assetbook/venv/bin/pip list --format=freeze")
+    installed_packages = chroot(
+        installed, "/opt/assetbook/launcher/venv/bin/pip list --format=freeze"
+    )
     names = {line.split("==")[0].lower() for line in installed_packages.splitlines()}
     assert {"assetbook", "trio", "websockets", "cbor2", "cryptography", "pyserial"} <= names
     assert not names & {"fastapi", "hypercorn", "argon2-cffi"}, "core dependencies leaked in"
