@@ -21,21 +21,13 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from assetbook import __version__
+from assetbook.cli_common import add_home_argument, existing_home
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
-
-
-def _home_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--home",
-        type=Path,
-        default=Path(os.environ.get("ASSETBOOK_HOME", "assetbook-home")),
-        help="the core's home directory (default: $ASSETBOOK_HOME or ./assetbook-home)",
-    )
 
 
 def _duration(text: str) -> int:
@@ -65,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     init = core_sub.add_parser(
         "init", help="create a core home: CA, TLS certificate, signing key, database"
     )
-    _home_arg(init)
+    add_home_argument(init)
     init.add_argument(
         "--host",
         action="append",
@@ -86,18 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true", help="replace an existing home")
     init.set_defaults(handler=_core_init)
     run = core_sub.add_parser("run", help="serve the link (WSS) and the REST API (HTTPS)")
-    _home_arg(run)
+    add_home_argument(run)
     run.set_defaults(handler=_core_run)
 
     # tenant
     tenant = sub.add_parser("tenant", help="create and list tenants")
     tenant_sub = tenant.add_subparsers(dest="action", required=True, metavar="ACTION")
     t_create = tenant_sub.add_parser("create", help="create a tenant")
-    _home_arg(t_create)
+    add_home_argument(t_create)
     t_create.add_argument("name", help="tenant name: lowercase letters, digits, hyphens")
     t_create.set_defaults(handler=_tenant_create)
     t_list = tenant_sub.add_parser("list", help="list tenants")
-    _home_arg(t_list)
+    add_home_argument(t_list)
     t_list.set_defaults(handler=_tenant_list)
 
     # gateway
@@ -108,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="register a gateway and write its ready-to-use config folder "
         "(gateway.toml, its token, the CA to trust)",
     )
-    _home_arg(g_create)
+    add_home_argument(g_create)
     g_create.add_argument("--tenant", required=True, help="the gateway's tenant")
     g_create.add_argument("--id", required=True, dest="gateway_id", help="the gateway id")
     g_create.add_argument(
@@ -120,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g_create.set_defaults(handler=_gateway_create)
     g_list = gw_sub.add_parser("list", help="list a tenant's gateways")
-    _home_arg(g_list)
+    add_home_argument(g_list)
     g_list.add_argument("--tenant", required=True)
     g_list.set_defaults(handler=_gateway_list)
     g_run = gw_sub.add_parser(
@@ -134,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     k_create = tok_sub.add_parser(
         "create", help="issue a scoped REST API token; it is printed once"
     )
-    _home_arg(k_create)
+    add_home_argument(k_create)
     k_create.add_argument("--tenant", required=True)
     k_create.add_argument("--name", required=True, help="what the token is for, e.g. grafana")
     k_create.add_argument(
@@ -152,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k_create.set_defaults(handler=_token_create)
     k_revoke = tok_sub.add_parser("revoke", help="revoke a token by its id (jti)")
-    _home_arg(k_revoke)
+    add_home_argument(k_revoke)
     k_revoke.add_argument("jti")
     k_revoke.set_defaults(handler=_token_revoke)
 
@@ -160,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cloud.fleet.cli import add_commands as add_lifecycle_commands
 
     # prepare-boot, run (with enrolment and remote configuration), launch, config, release
-    add_lifecycle_commands(sub, gw_sub, g_run, _home_arg, _duration)
+    add_lifecycle_commands(sub, gw_sub, g_run, add_home_argument, _duration)
 
     # events
     events = sub.add_parser("events", help="read stored events over the REST API")
@@ -226,7 +218,7 @@ def _core_init(args: argparse.Namespace) -> int:
 def _core_run(args: argparse.Namespace) -> int:
     from cloud.app import serve_core
 
-    home = _home(args.home)
+    home = existing_home(args.home)
 
     async def main(stop: trio.Event) -> None:
         async def announce(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -245,23 +237,10 @@ def _core_run(args: argparse.Namespace) -> int:
 # --- tenants, gateways, tokens ------------------------------------------------------------
 
 
-def _home(path: Path) -> Any:
-    """The core home at ``path``, which must have been initialised."""
-    from cloud.home import CoreHome
-
-    home = CoreHome(path)
-    if not home.config_path.exists():
-        raise _UsageError(
-            f"{path} is not a core home: create one with `assetbook core init --home {path}` "
-            "or point --home (or $ASSETBOOK_HOME) at an existing one"
-        )
-    return home
-
-
 def _tenant_create(args: argparse.Namespace) -> int:
     from cloud.registry import Registry
 
-    with Registry(_home(args.home).db_path) as registry:
+    with Registry(existing_home(args.home).db_path) as registry:
         tenant = registry.create_tenant(args.name)
     print(f"tenant {tenant.name} created")
     return 0
@@ -270,7 +249,7 @@ def _tenant_create(args: argparse.Namespace) -> int:
 def _tenant_list(args: argparse.Namespace) -> int:
     from cloud.registry import Registry
 
-    with Registry(_home(args.home).db_path) as registry:
+    with Registry(existing_home(args.home).db_path) as registry:
         for tenant in registry.list_tenants():
             print(tenant.name)
     return 0
@@ -280,7 +259,7 @@ def _gateway_create(args: argparse.Namespace) -> int:
     from cloud.registry import issue_gateway_credentials
     from gateway.config import write_config
 
-    home = _home(args.home)
+    home = existing_home(args.home)
     credentials = issue_gateway_credentials(home, args.tenant, args.gateway_id)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -312,7 +291,7 @@ def _gateway_create(args: argparse.Namespace) -> int:
 def _gateway_list(args: argparse.Namespace) -> int:
     from cloud.registry import Registry
 
-    with Registry(_home(args.home).db_path) as registry:
+    with Registry(existing_home(args.home).db_path) as registry:
         for gw in registry.list_gateways(args.tenant):
             state = "revoked" if gw.revoked else "active"
             seen = _when(gw.last_seen) if gw.last_seen else "never connected"
@@ -324,7 +303,7 @@ def _token_create(args: argparse.Namespace) -> int:
     from cloud.registry import issue_api_token
 
     token, claims = issue_api_token(
-        _home(args.home), args.tenant, args.name, args.scopes, args.lifetime
+        existing_home(args.home), args.tenant, args.name, args.scopes, args.lifetime
     )
     print(f"token id {claims['jti']}, scopes {' '.join(args.scopes)}", file=sys.stderr)
     if args.out:
@@ -339,7 +318,7 @@ def _token_create(args: argparse.Namespace) -> int:
 def _token_revoke(args: argparse.Namespace) -> int:
     from cloud.registry import Registry
 
-    with Registry(_home(args.home).db_path) as registry:
+    with Registry(existing_home(args.home).db_path) as registry:
         registry.revoke_token(args.jti)
     print(f"token {args.jti} revoked")
     return 0
@@ -360,7 +339,7 @@ def _add_identity_commands(
         help="create a user; the password is read from a file or stdin, never the command "
         "line (without one the user sets it through a password reset)",
     )
-    _home_arg(u_create)
+    add_home_argument(u_create)
     u_create.add_argument("--tenant", required=True)
     u_create.add_argument("--email", required=True)
     u_create.add_argument("--name", required=True, help="the person's name")
@@ -377,7 +356,7 @@ def _add_identity_commands(
     )
     u_create.set_defaults(handler=_user_create)
     u_list = user_sub.add_parser("list", help="list a tenant's users (no secrets are shown)")
-    _home_arg(u_list)
+    add_home_argument(u_list)
     u_list.add_argument("--tenant", required=True)
     u_list.set_defaults(handler=_user_list)
     for action, helptext in (
@@ -385,7 +364,7 @@ def _add_identity_commands(
         ("enable", "enable a disabled user"),
     ):
         parser = user_sub.add_parser(action, help=helptext)
-        _home_arg(parser)
+        add_home_argument(parser)
         parser.add_argument("--tenant", required=True)
         parser.add_argument("--id", required=True, dest="user_id", help="the user id (u-...)")
         parser.set_defaults(handler=_user_disable, disable=action == "disable")
@@ -393,7 +372,7 @@ def _add_identity_commands(
     policy = tenant_sub.add_parser(
         "set-policy", help="choose and tune a tenant's password policy and login settings"
     )
-    _home_arg(policy)
+    add_home_argument(policy)
     policy.add_argument("name", help="the tenant")
     policy.add_argument("--preset", choices=["seed", "nist"], help="start from this preset")
     policy.add_argument("--min-length", type=int, help="minimum password length (8..64)")
@@ -413,7 +392,7 @@ def _add_identity_commands(
         "rotate-secrets-key",
         help="add a new secrets-key version and re-seal every stored secret under it",
     )
-    _home_arg(rotate)
+    add_home_argument(rotate)
     rotate.set_defaults(handler=_core_rotate_secrets)
 
 

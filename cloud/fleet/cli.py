@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from assetbook.cli_common import existing_home
+
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable
-
-    from cloud.home import CoreHome
 
 
 def add_commands(
@@ -96,20 +96,13 @@ def add_commands(
     rollout.set_defaults(handler=_release_rollout)
 
 
-def _home(path: Path) -> CoreHome:
-    from assetbook.cli import _home as checked_home
-
-    home: CoreHome = checked_home(path)
-    return home
-
-
 def _prepare_boot(args: argparse.Namespace) -> int:
     from cloud.enrolment import Enrolment
     from cloud.registry import Registry
     from cloud.tokens import TokenIssuer
     from gateway.enrol import write_boot_folder
 
-    home = _home(args.home)
+    home = existing_home(args.home)
     with Registry(home.db_path) as registry:
         enrolment = Enrolment(home, registry, TokenIssuer(home))
         try:
@@ -167,7 +160,7 @@ def _config_set(args: argparse.Namespace) -> int:
     from cloud.fleet.store import FleetStore
     from cloud.registry import Registry
 
-    home = _home(args.home)
+    home = existing_home(args.home)
     document = json.loads(args.file.read_text())
     with Registry(home.db_path) as registry, FleetStore(home.db_path) as store:
         registry.get_gateway(args.tenant, args.gateway_id)
@@ -180,7 +173,7 @@ def _config_show(args: argparse.Namespace) -> int:
     from cloud.fleet.store import FleetStore
     from cloud.registry import Registry
 
-    home = _home(args.home)
+    home = existing_home(args.home)
     with Registry(home.db_path) as registry, FleetStore(home.db_path) as store:
         ids = (
             [args.gateway_id]
@@ -203,7 +196,7 @@ def _config_show(args: argparse.Namespace) -> int:
 def _release_build(args: argparse.Namespace) -> int:
     from cloud.fleet.bundle import build_bundle, load_or_create_release_key
 
-    key = load_or_create_release_key(_home(args.home))
+    key = load_or_create_release_key(existing_home(args.home))
     manifest = build_bundle(
         args.out, key, version=args.release_version, source=args.source, entry=args.entry
     )
@@ -215,7 +208,7 @@ def _release_publish(args: argparse.Namespace) -> int:
     from cloud.fleet.releases import publish
     from cloud.fleet.store import FleetStore
 
-    home = _home(args.home)
+    home = existing_home(args.home)
     with FleetStore(home.db_path) as store:
         release = publish(home, store, args.bundle)
     print(f"release {release.version} published (sha256 {release.sha256})")
@@ -225,7 +218,7 @@ def _release_publish(args: argparse.Namespace) -> int:
 def _release_rollout(args: argparse.Namespace) -> int:
     from cloud.fleet.store import FleetStore
 
-    home = _home(args.home)
+    home = existing_home(args.home)
     with FleetStore(home.db_path) as store:
         rollout = store.start_rollout(
             args.tenant, args.release_version, args.percent, force=args.force

@@ -11,13 +11,14 @@ when the module stops, so a stopped module leaves no live credential behind.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
+
+from assetbook.cli_common import add_home_argument, existing_home
 
 if TYPE_CHECKING:
     import argparse
@@ -32,7 +33,7 @@ def add_parser(sub: Any) -> None:
     run = logging_actions.add_parser(
         "run", help="connect to the running core and log every event the module may see"
     )
-    _home(run)
+    add_home_argument(run)
     run.add_argument("--tenant", required=True, help="the tenant whose events are logged")
     run.add_argument("--module-id", default="logging", help="the module's id (default: logging)")
     run.add_argument(
@@ -53,34 +54,15 @@ def add_parser(sub: Any) -> None:
         help="check the hash chain through rotated files; exit 0 if intact, 1 at the first "
         "broken line",
     )
-    _home(verify)
+    add_home_argument(verify)
     verify.set_defaults(handler=_access_log_verify)
-
-
-def _home(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--home",
-        type=Path,
-        default=Path(os.environ.get("ASSETBOOK_HOME", "assetbook-home")),
-        help="the core's home directory (default: $ASSETBOOK_HOME or ./assetbook-home)",
-    )
-
-
-def _core_home(path: Path) -> Any:
-    from cloud.errors import ConfigError
-    from cloud.home import CoreHome
-
-    home = CoreHome(path)
-    if not home.config_path.exists():
-        raise ConfigError(f"{path} is not a core home", key="--home")
-    return home
 
 
 def _access_log_verify(args: argparse.Namespace) -> int:
     from cloud.accesslog import load_chain_key, verify_log
     from cloud.auditchain import ChainBroken
 
-    home = _core_home(args.home)
+    home = existing_home(args.home)
     key = load_chain_key(home)
     try:
         report = verify_log(home.access_log, key)
@@ -102,7 +84,7 @@ def _logging_run(args: argparse.Namespace) -> int:
     from cloud.pki import client_ssl_context
     from cloud.registry import Registry, issue_module_token
 
-    home = _core_home(args.home)
+    home = existing_home(args.home)
     patterns = tuple(args.subscribe) or ("#",)
     token, claims = issue_module_token(home, args.tenant, args.module_id, [], list(patterns))
     out = args.out or home.logs_dir / f"logging-{args.tenant}.jsonl"

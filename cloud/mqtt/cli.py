@@ -16,12 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from assetbook.cli_common import add_home_argument, existing_home
 from cloud.errors import ConfigError
 
 if TYPE_CHECKING:
     import argparse
-
-    from cloud.home import CoreHome
 
 
 def add_parser(sub: Any) -> None:
@@ -30,7 +29,7 @@ def add_parser(sub: Any) -> None:
     actions = mqtt.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     setup = actions.add_parser("setup", help="write the broker config and dynsec file")
-    _home(setup)
+    add_home_argument(setup)
     setup.add_argument("--listen", default="127.0.0.1", help="address the broker binds")
     setup.add_argument("--public-host", default="localhost", help="host clients connect to")
     setup.add_argument("--tls-port", type=int, default=8883, help="MQTT over TLS (8883)")
@@ -42,13 +41,13 @@ def add_parser(sub: Any) -> None:
     setup.set_defaults(handler=_setup)
 
     broker = actions.add_parser("broker", help="run Mosquitto with the generated config")
-    _home(broker)
+    add_home_argument(broker)
     broker.set_defaults(handler=_broker)
 
     cred = actions.add_parser("credential", help="create, revoke and list MQTT credentials")
     cred_actions = cred.add_subparsers(dest="cred_action", required=True, metavar="ACTION")
     create = cred_actions.add_parser("create", help="issue a username and token (shown once)")
-    _home(create)
+    add_home_argument(create)
     create.add_argument("--tenant", required=True)
     create.add_argument("--name", required=True, help="credential name, e.g. line-3-sensors")
     create.add_argument(
@@ -60,37 +59,19 @@ def add_parser(sub: Any) -> None:
     create.add_argument("--out", type=Path, help="write the token to this file (0600)")
     create.set_defaults(handler=_create)
     revoke = cred_actions.add_parser("revoke", help="disable and disconnect a credential")
-    _home(revoke)
+    add_home_argument(revoke)
     revoke.add_argument("--tenant", required=True)
     revoke.add_argument("--name", required=True)
     revoke.set_defaults(handler=_revoke)
     listing = cred_actions.add_parser("list", help="list a tenant's credentials")
-    _home(listing)
+    add_home_argument(listing)
     listing.add_argument("--tenant", required=True)
     listing.set_defaults(handler=_list)
 
     bridge = actions.add_parser("bridge", help="run the MQTT bridge of one tenant")
-    _home(bridge)
+    add_home_argument(bridge)
     bridge.add_argument("--tenant", required=True)
     bridge.set_defaults(handler=_bridge)
-
-
-def _home(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--home",
-        type=Path,
-        default=Path(os.environ.get("ASSETBOOK_HOME", "assetbook-home")),
-        help="the core's home directory (default: $ASSETBOOK_HOME or ./assetbook-home)",
-    )
-
-
-def _core_home(path: Path) -> CoreHome:
-    from cloud.home import CoreHome
-
-    home = CoreHome(path)
-    if not home.config_path.exists():
-        raise ConfigError(f"{path} is not a core home: run `assetbook core init --home {path}`")
-    return home
 
 
 def _setup(args: argparse.Namespace) -> int:
@@ -105,7 +86,7 @@ def _setup(args: argparse.Namespace) -> int:
         max_packet_bytes=args.max_packet_bytes,
         max_queued_messages=args.max_queued_messages,
     )
-    paths = setup_broker(_core_home(args.home), settings, force=args.force)
+    paths = setup_broker(existing_home(args.home), settings, force=args.force)
     print(f"broker configured in {paths.root}")
     print(f"next: assetbook mqtt broker --home {args.home}")
     return 0
@@ -114,7 +95,7 @@ def _setup(args: argparse.Namespace) -> int:
 def _broker(args: argparse.Namespace) -> int:
     from cloud.mqtt.broker import BrokerPaths, load_settings
 
-    home = _core_home(args.home)
+    home = existing_home(args.home)
     settings = load_settings(home)
     program = shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
@@ -134,7 +115,7 @@ def _create(args: argparse.Namespace) -> int:
     from cloud.mqtt.credentials import create_credential
 
     issued = create_credential(
-        _core_home(args.home), args.tenant, args.name, args.publish, args.subscribe
+        existing_home(args.home), args.tenant, args.name, args.publish, args.subscribe
     )
     c = issued.credential
     print(f"username {c.username}", file=sys.stderr)
@@ -154,7 +135,7 @@ def _create(args: argparse.Namespace) -> int:
 def _revoke(args: argparse.Namespace) -> int:
     from cloud.mqtt.credentials import revoke_credential
 
-    credential = revoke_credential(_core_home(args.home), args.tenant, args.name)
+    credential = revoke_credential(existing_home(args.home), args.tenant, args.name)
     print(f"{credential.username} revoked and disconnected")
     return 0
 
@@ -162,7 +143,7 @@ def _revoke(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from cloud.mqtt.credentials import list_credentials
 
-    for c in list_credentials(_core_home(args.home), args.tenant):
+    for c in list_credentials(existing_home(args.home), args.tenant):
         created = datetime.fromtimestamp(c.created_at, tz=UTC).strftime("%Y-%m-%d %H:%M")
         state = "revoked" if c.revoked else "active"
         print(
@@ -176,7 +157,7 @@ def _bridge(args: argparse.Namespace) -> int:
     from cloud.mqtt.bridge import Bridge
     from cloud.mqtt.provision import bridge_config
 
-    config = bridge_config(_core_home(args.home), args.tenant)
+    config = bridge_config(existing_home(args.home), args.tenant)
 
     async def main() -> None:
         task = asyncio.current_task()
