@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 
-_SECTIONS: Final = frozenset({"gateway", "uplink", "outbox", "sensors"})
+_SECTIONS: Final = frozenset({"gateway", "uplink", "outbox", "sensors", "device_key"})
 _GATEWAY_KEYS: Final = frozenset({"id", "tenant", "data_dir", "log_level"})
 _UPLINK_KEYS: Final = frozenset(
     {
@@ -58,6 +58,10 @@ _UPLINK_KEYS: Final = frozenset(
     }
 )
 _OUTBOX_KEYS: Final = frozenset({"max_events"})
+_DEVICE_KEY_KEYS: Final = frozenset(
+    {"backend", "pkcs11_module", "token_label", "pin_file", "pin_env"}
+)
+DEVICE_KEY_BACKENDS: Final = ("file", "pkcs11")
 # Permission bits that let someone other than the owner read a file (chmod(2)).
 _GROUP_READ: Final = stat.S_IRGRP
 _OTHER_READ: Final = stat.S_IROTH
@@ -109,6 +113,24 @@ class OutboxConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceKeyConfig:
+    """Where the device key lives (``[device_key]``, optional; gateway.device_key).
+
+    ``backend = "file"`` (the default, also when the section is absent) keeps the key in a
+    0600 file in the data folder. ``backend = "pkcs11"`` keeps it in a PKCS#11 token and needs
+    ``pkcs11_module`` (the module's path), ``token_label`` and exactly one PIN source:
+    ``pin_file`` (a file readable only by the gateway's user) or ``pin_env`` (the name of an
+    environment variable). The PIN itself is never accepted in the config file.
+    """
+
+    backend: str = "file"
+    pkcs11_module: Path | None = None
+    token_label: str | None = None
+    pin_file: Path | None = None
+    pin_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaySection:
     """Who the gateway is and where it keeps its data (``[gateway]``).
 
@@ -143,6 +165,7 @@ class GatewayConfig:
     outbox: OutboxConfig
     sensors: tuple[Mapping[str, Any], ...]
     warnings: tuple[str, ...] = field(default=())
+    device_key: DeviceKeyConfig = field(default=DeviceKeyConfig())
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -196,6 +219,7 @@ class _Loader:
         self.no_unknown_keys("gateway", gateway, _GATEWAY_KEYS)
         uplink = self.uplink(self.table(doc, "uplink"))
         outbox = self.outbox(self.table(doc, "outbox", required=False))
+        device_key = self.device_key(self.table(doc, "device_key", required=False))
         section = GatewaySection(
             id=self.name(gateway, "gateway", "id"),
             tenant=self.name(gateway, "gateway", "tenant"),
@@ -209,6 +233,7 @@ class _Loader:
             outbox=outbox,
             sensors=self.sensors(doc.get("sensors", [])),
             warnings=tuple(self.warnings),
+            device_key=device_key,
         )
 
     # -- sections ----------------------------------------------------------------------
@@ -276,6 +301,51 @@ class _Loader:
     def outbox(self, table: dict[str, Any]) -> OutboxConfig:
         self.no_unknown_keys("outbox", table, _OUTBOX_KEYS)
         return OutboxConfig(self.integer(table, "outbox.max_events", 1_000_000, low=1))
+
+    def device_key(self, table: dict[str, Any]) -> DeviceKeyConfig:
+        if "pin" in table:
+            raise self.fail(
+                "device_key.pin",
+                "the PIN is never accepted in the config file",
+                "use pin_file (mode 0600) or pin_env",
+            )
+        self.no_unknown_keys("device_key", table, _DEVICE_KEY_KEYS)
+        backend = self.string(table, "device_key.backend", "file")
+        if backend not in DEVICE_KEY_BACKENDS:
+            raise self.fail(
+                "device_key.backend",
+                f"{backend!r} is not a device key backend",
+                f"use one of {DEVICE_KEY_BACKENDS}",
+            )
+        if backend == "file":
+            extra = sorted(set(table) - {"backend"})
+            if extra:
+                raise self.fail(
+                    f"device_key.{extra[0]}",
+                    'only applies to backend = "pkcs11"',
+                    'remove it, or set backend = "pkcs11"',
+                )
+            return DeviceKeyConfig()
+        module = self.existing_file(table, "device_key.pkcs11_module")
+        label = self.non_empty(table, "device_key.token_label")
+        if ("pin_file" in table) == ("pin_env" in table):
+            raise self.fail(
+                "device_key.pin_file",
+                "exactly one of pin_file and pin_env must be set",
+                "name a 0600 file holding the token's user PIN, or an environment variable",
+            )
+        if "pin_env" in table:
+            return DeviceKeyConfig(
+                "pkcs11", module, label, None, self.non_empty(table, "device_key.pin_env")
+            )
+        pin_file = self.existing_file(table, "device_key.pin_file")
+        if pin_file.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise self.fail(
+                "device_key.pin_file",
+                f"{pin_file} can be read by other users",
+                f"run: chmod 600 {pin_file}",
+            )
+        return DeviceKeyConfig("pkcs11", module, label, pin_file, None)
 
     def sensors(self, tables: object) -> tuple[Mapping[str, Any], ...]:
         if not isinstance(tables, list):
@@ -405,6 +475,7 @@ def write_config(
     log_level: str = "info",
     max_events: int = 1_000_000,
     sensors: Sequence[Mapping[str, Any]] = (),
+    device_key: DeviceKeyConfig | None = None,
 ) -> GatewayConfig:
     """Write a ready gateway config with mode 0600 and return it as loaded.
 
@@ -430,6 +501,16 @@ def write_config(
         "outbox": {"max_events": max_events},
         "sensors": [dict(s) for s in sensors],
     }
+    if device_key is not None and device_key.backend != "file":
+        optional_keys = {
+            "pkcs11_module": device_key.pkcs11_module,
+            "token_label": device_key.token_label,
+            "pin_file": device_key.pin_file,
+            "pin_env": device_key.pin_env,
+        }
+        doc["device_key"] = {"backend": device_key.backend} | {
+            k: str(v) for k, v in optional_keys.items() if v is not None
+        }
     candidate = _write_private(path, tomli_w.dumps(doc).encode("utf-8"))
     try:
         _Loader(path, source=candidate).load(_read_toml(candidate))
@@ -452,6 +533,20 @@ def _write_private(path: Path, data: bytes) -> Path:
     except OSError as exc:
         raise ConfigError(path, "", f"cannot write: {exc.strerror}", "check the folder") from exc
     return Path(name)
+
+
+def load_device_key_config(path: Path | str) -> DeviceKeyConfig:
+    """The ``[device_key]`` section of the TOML file at ``path``.
+
+    Used on first boot, before ``gateway.toml`` exists, to say where enrolment creates the
+    device key.
+
+    Raises:
+        ConfigError: the file or the section is missing or invalid.
+    """
+    path = Path(path)
+    loader = _Loader(path)
+    return loader.device_key(loader.table(_read_toml(path), "device_key"))
 
 
 def config_from_document(path: Path | str, doc: dict[str, Any]) -> GatewayConfig:

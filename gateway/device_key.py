@@ -7,8 +7,12 @@ without it.
 
 :class:`FileKeyStore` keeps the key as PKCS#8 PEM in a file of mode 0600 (readable only by
 the service's user), created whole or not at all, and refuses to use a file that others can
-read. A PKCS#11 store (a TPM or secure element through its PKCS#11 module) would implement
-the same interface; none is implemented yet (``docs/gateway-lifecycle.md`` says why).
+read. :class:`gateway.device_key_pkcs11.Pkcs11KeyStore` implements the same interface with
+a key pair inside a PKCS#11 token (a TPM or secure element through its module).
+
+:func:`open_key_store` picks the store from the ``[device_key]`` section
+(:class:`gateway.config.DeviceKeyConfig`): the file store unless ``backend = "pkcs11"``.
+python-pkcs11 is imported only when the PKCS#11 store is chosen.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from cloud.fleet.dpop import Signer
+    from gateway.config import DeviceKeyConfig
 
 
 class DeviceKeyError(GatewayError):
@@ -39,6 +44,22 @@ class DeviceKeyStore(Protocol):
     def load_or_create(self) -> Signer:
         """The device key, created on first use. Raises: DeviceKeyError."""
         ...
+
+
+def open_key_store(config: DeviceKeyConfig | None, key_file: Path) -> DeviceKeyStore:
+    """The configured store: a PKCS#11 token, or else the file ``key_file``.
+
+    Raises:
+        DeviceKeyError: the PKCS#11 settings are incomplete.
+    """
+    if config is None or config.backend == "file":
+        return FileKeyStore(key_file)
+    if config.backend != "pkcs11":
+        raise DeviceKeyError(f"unknown device key backend {config.backend!r}")
+    # Imported here so that a gateway using the file store does not need python-pkcs11.
+    from gateway.device_key_pkcs11 import Pkcs11KeyStore
+
+    return Pkcs11KeyStore(config)
 
 
 class _FileSigner:

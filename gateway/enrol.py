@@ -39,13 +39,14 @@ import httpx
 from cloud.fleet.dpop import make_proof
 from cloud.pki import client_ssl_context
 from gateway.config import write_config
-from gateway.device_key import FileKeyStore
+from gateway.device_key import FileKeyStore, open_key_store
 from gateway.errors import GatewayError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from cloud.fleet.dpop import Signer
+    from gateway.config import DeviceKeyConfig
 
 BOOT_DIR: Final = "assetbook"
 ENROL_FILE: Final = "enrol.json"
@@ -68,12 +69,15 @@ def write_boot_folder(boot: Path, info: dict[str, Any], ca_pem: bytes) -> Path:
     return folder
 
 
-async def enrol(boot: Path, data: Path) -> Path:
-    """Enrol once; returns the gateway.toml to run. Raises: EnrolmentError."""
+async def enrol(boot: Path, data: Path, device_key: DeviceKeyConfig | None = None) -> Path:
+    """Enrol once; returns the gateway.toml to run (it keeps ``device_key``).
+
+    Raises: EnrolmentError, DeviceKeyError.
+    """
     config = data / CONFIG_FILE
     if _exists(config):
         return config
-    info, signer = _prepare(boot, data)
+    info, signer = _prepare(boot, data, device_key)
     url = f"{info['rest_url']}/api/v1/enrol"
     proof = make_proof(
         signer, method="POST", url=url, now=int(time.time()), jti=secrets.token_urlsafe(16)
@@ -88,7 +92,7 @@ async def enrol(boot: Path, data: Path) -> Path:
             f"the core refused enrolment: HTTP {response.status_code} {response.text[:200]}; "
             "ask the operator for a new boot folder"
         )
-    _finish(boot, data, info, response.json())
+    _finish(boot, data, info, response.json(), device_key)
     return config
 
 
@@ -96,15 +100,23 @@ def _exists(path: Path) -> bool:
     return path.exists()
 
 
-def _prepare(boot: Path, data: Path) -> tuple[dict[str, Any], Signer]:
+def _prepare(
+    boot: Path, data: Path, device_key: DeviceKeyConfig | None
+) -> tuple[dict[str, Any], Signer]:
     info = _read_boot(boot)
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
-    signer = FileKeyStore(data / KEY_FILE).load_or_create()
+    signer = open_key_store(device_key, data / KEY_FILE).load_or_create()
     shutil.copyfile(boot / BOOT_DIR / "ca.pem", data / "ca.pem")
     return info, signer
 
 
-def _finish(boot: Path, data: Path, info: dict[str, Any], granted: dict[str, Any]) -> None:
+def _finish(
+    boot: Path,
+    data: Path,
+    info: dict[str, Any],
+    granted: dict[str, Any],
+    device_key: DeviceKeyConfig | None,
+) -> None:
     _write_private(data / TOKEN_FILE, str(granted["token"]).encode())
     enrolment = {"rest_url": info["rest_url"], "release_key": info["release_key"]}
     _write_private(data / ENROLMENT_FILE, json.dumps(enrolment, indent=2).encode())
@@ -116,6 +128,7 @@ def _finish(boot: Path, data: Path, info: dict[str, Any], granted: dict[str, Any
         ca_file="ca.pem",
         token_file=TOKEN_FILE,
         data_dir="./data",
+        device_key=device_key,
     )
     # A read-only boot partition keeps the spent code, which no longer works anyway.
     with contextlib.suppress(OSError):
@@ -145,8 +158,19 @@ class BoundCredentials:
     link_url: str
 
     @classmethod
-    def of(cls, folder: Path, link_url: str) -> BoundCredentials | None:
-        """The credentials of ``folder`` if it was enrolled (holds a device key), else None."""
+    def of(
+        cls, folder: Path, link_url: str, device_key: DeviceKeyConfig | None = None
+    ) -> BoundCredentials | None:
+        """The credentials of ``folder`` if it was enrolled (holds a device key), else None.
+
+        With a PKCS#11 ``device_key`` the folder counts as enrolled once it holds a token.
+        """
+        if device_key is not None and device_key.backend == "pkcs11":
+            if not (folder / TOKEN_FILE).exists():
+                return None
+            return cls(
+                folder, open_key_store(device_key, folder / KEY_FILE).load_or_create(), link_url
+            )
         if not (folder / KEY_FILE).exists():
             return None
         return cls(folder, FileKeyStore(folder / KEY_FILE).load_or_create(), link_url)

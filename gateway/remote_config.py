@@ -113,7 +113,9 @@ class ManagedGateway:
         first = validate(config_path, self.base, {})
         self.remote_dir = first.gateway.data_dir / "remote"
         self.remote_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.credentials = BoundCredentials.of(config_path.parent, first.uplink.url)
+        self.credentials = BoundCredentials.of(
+            config_path.parent, first.uplink.url, first.device_key
+        )
         self.enrolment = read_enrolment(config_path.parent) or {}
         self.root = InstallRoot(install_root) if install_root is not None else None
         self.gateway: Gateway | None = None

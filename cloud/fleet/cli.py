@@ -44,6 +44,12 @@ def add_commands(
 
     g_run.add_argument("--boot", type=Path, help="boot folder to enrol from on first start")
     g_run.add_argument("--data-dir", type=Path, help="the gateway's own folder (with --boot)")
+    g_run.add_argument(
+        "--device-key",
+        type=Path,
+        help="with --boot: a TOML file whose [device_key] section says where to create the "
+        "device key (e.g. a PKCS#11 token); default: a file in --data-dir",
+    )
     g_run.add_argument("--install-root", type=Path, help="side-by-side install (updates)")
     g_run.set_defaults(handler=_gateway_run)
 
@@ -127,6 +133,7 @@ def _prepare_boot(args: argparse.Namespace) -> int:
 
 def _gateway_run(args: argparse.Namespace) -> int:
     from assetbook.cli import _run_until_signal, _UsageError
+    from gateway.config import load_device_key_config
     from gateway.enrol import enrol
     from gateway.remote_config import ManagedGateway
 
@@ -137,7 +144,8 @@ def _gateway_run(args: argparse.Namespace) -> int:
     async def main(stop: trio.Event) -> None:
         config = args.config
         if config is None:
-            config = await enrol(args.boot, args.data_dir)
+            device_key = load_device_key_config(args.device_key) if args.device_key else None
+            config = await enrol(args.boot, args.data_dir, device_key)
         gateway = ManagedGateway(config, install_root=args.install_root)
         managed.append(gateway)
         async with trio.open_nursery() as nursery:
