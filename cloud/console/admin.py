@@ -4,6 +4,9 @@ Contract: each page needs the same scope as its REST twin in :mod:`cloud.api` (`
 / ``users:write``, ``tenant:admin``, ``tokens:write``, ``platform:admin``); every lookup is
 keyed by the signed-in user's tenant, and another tenant's user or token is "not found".
 The audit page shows only records of the user's own tenant (platform admins see all).
+The settings page edits every password-policy tunable and login setting that
+``PUT /api/v1/tenant/settings`` accepts, validated by the same identity-service functions; a
+refused save stores nothing and shows the reason next to the setting it names.
 
 Not done here: the rules behind each change (:mod:`cloud.identity`, :mod:`cloud.registry`).
 """
@@ -92,13 +95,46 @@ async def user_change(request: Request) -> Response:
     return redirect("/console/users")
 
 
-async def settings(request: Request, error: str = "", saved: bool = False) -> Response:
+#: Password-policy settings the console edits: every tunable of
+#: :class:`cloud.identity.policy.PasswordPolicy` that ``PUT /api/v1/tenant/settings`` accepts.
+POLICY_NUMBERS: Final = ("min_length", "max_length", "sequence_length")
+POLICY_SWITCHES: Final = (
+    "require_digit",
+    "require_special",
+    "forbid_personal_sequences",
+    "use_blocklist",
+)
+LOGIN_NUMBERS: Final = ("lockout_threshold", "lockout_window_s", "lockout_base_s", "lockout_max_s")
+SETTINGS_FIELDS: Final = frozenset(
+    ("preset", "min_method", *POLICY_NUMBERS, *POLICY_SWITCHES, *LOGIN_NUMBERS)
+)
+
+
+def field_of(message: str) -> str:
+    """The settings field an identity-service refusal names ("" when it names none).
+
+    The identity service starts each refusal with the offending setting's name
+    (``"min_length must be 8..64 ..."``); an unknown preset is reported on ``preset``.
+    """
+    if message.startswith("unknown password preset"):
+        return "preset"
+    first = message.split(" ", 1)[0]
+    return first if first in SETTINGS_FIELDS else ""
+
+
+async def settings(
+    request: Request, error: str = "", saved: bool = False, submitted: Any = None
+) -> Response:
     op = await operator(request, "tenant:admin")
     store = ctx(request).api.identity.store
     policy, login = await in_thread(lambda: store.tenant_settings(op.user.tenant))
-    return render(request, "settings.html", operator=op, policy=policy, login=login,
+    shown: dict[str, Any] = {**policy.to_dict(), **login.to_dict()}
+    if submitted is not None:  # a refused form: show what was typed, next to the error
+        shown.update({k: text(submitted, k, 32) for k in SETTINGS_FIELDS - set(POLICY_SWITCHES)})
+        shown.update({k: submitted.get(k) == "on" for k in POLICY_SWITCHES})
+    return render(request, "settings.html", operator=op, shown=shown,
                   presets=sorted(PRESETS), methods=[m.value for m in LoginMethod],
-                  error=error, saved=saved)  # fmt: skip
+                  error=error, error_field=field_of(error), saved=saved)  # fmt: skip
 
 
 def _int(form: Any, name: str) -> int:
@@ -115,21 +151,16 @@ async def settings_save(request: Request) -> Response:
     try:
         policy = make_policy(
             text(form, "preset", 16),
-            min_length=_int(form, "min_length"),
-            require_digit=form.get("require_digit") == "on",
-            require_special=form.get("require_special") == "on",
-            use_blocklist=form.get("use_blocklist") == "on",
+            **{name: _int(form, name) for name in POLICY_NUMBERS},
+            **{name: form.get(name) == "on" for name in POLICY_SWITCHES},
         )
         login = login_settings_from_dict({
             "min_method": text(form, "min_method", 32),
-            "lockout_threshold": _int(form, "lockout_threshold"),
-            "lockout_window_s": _int(form, "lockout_window_s"),
-            "lockout_base_s": _int(form, "lockout_base_s"),
-            "lockout_max_s": _int(form, "lockout_max_s"),
+            **{name: _int(form, name) for name in LOGIN_NUMBERS},
         })  # fmt: skip
         await in_thread(lambda: service.set_settings(op.user.tenant, policy, login))
     except InvalidInput as exc:
-        return await settings(request, str(exc))
+        return await settings(request, str(exc), submitted=form)
     return await settings(request, saved=True)
 
 

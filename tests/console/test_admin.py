@@ -35,24 +35,85 @@ def test_users_and_roles(admin: Any, console: Console) -> None:
 
 def test_tenant_settings(admin: Any, console: Console) -> None:
     admin.goto(console.url + "/console/settings")
-    admin.get_by_label("Preset").select_option("nist")
-    admin.get_by_label("Minimum length").fill("16")
-    admin.get_by_label("Failed attempts before lockout").fill("7")
-    admin.get_by_role("button", name="Save").click()
-    assert admin.locator("#settings-saved").is_visible()
-    admin.reload()
-    assert admin.get_by_label("Preset").input_value() == "nist"
-    assert admin.get_by_label("Minimum length").input_value() == "16"
-    assert admin.get_by_label("Failed attempts before lockout").input_value() == "7"
-    admin.get_by_label("Minimum length").fill("3")  # below what any preset allows
-    admin.get_by_role("button", name="Save").click()
-    assert "min_length" in admin.locator(".error").inner_text()
-    # Put the defaults back for the other tests.
-    admin.get_by_label("Preset").select_option("seed")
-    admin.get_by_label("Minimum length").fill("8")
-    admin.get_by_label("Failed attempts before lockout").fill("5")
-    admin.get_by_role("button", name="Save").click()
-    assert admin.locator("#settings-saved").is_visible()
+    # The current values are shown: the seed preset's, as no test has changed them.
+    assert admin.get_by_label("Preset").input_value() == "seed"
+    assert admin.get_by_label("Maximum length").input_value() == "128"
+    assert admin.get_by_label("Length of that run").input_value() == "3"
+    assert admin.get_by_label("Refuse passwords sharing a run").is_checked()
+    try:
+        admin.get_by_label("Preset").select_option("nist")
+        admin.get_by_label("Minimum length").fill("16")
+        admin.get_by_label("Failed attempts before lockout").fill("7")
+        admin.get_by_role("button", name="Save").click()
+        assert admin.locator("#settings-saved").is_visible()
+        admin.goto(console.url + "/console/settings")  # a fresh GET, not a re-post
+        assert admin.get_by_label("Preset").input_value() == "nist"
+        assert admin.get_by_label("Minimum length").input_value() == "16"
+        assert admin.get_by_label("Failed attempts before lockout").input_value() == "7"
+        admin.get_by_label("Minimum length").fill("3")  # below what any preset allows
+        admin.get_by_role("button", name="Save").click()
+        assert admin.locator("#settings-error").inner_text() == (
+            "Not saved: check the marked setting."
+        )
+        assert "min_length must be 8..64" in admin.locator("#min_length-error").inner_text()
+        assert admin.get_by_label("Minimum length").get_attribute("aria-invalid") == "true"
+        assert admin.get_by_label("Minimum length").input_value() == "3"  # as typed
+        admin.get_by_label("Minimum length").fill("16")
+        admin.get_by_label("Maximum length").fill("63")  # 800-63B: at least 64 accepted
+        admin.get_by_role("button", name="Save").click()
+        assert "max_length must be 64..1024" in admin.locator("#max_length-error").inner_text()
+        admin.goto(console.url + "/console/settings")  # nothing refused was stored
+        assert admin.get_by_label("Minimum length").input_value() == "16"
+        assert admin.get_by_label("Maximum length").input_value() == "128"
+
+        # The seed preset, tuned: 12 characters, no special character, runs of 5.
+        admin.get_by_label("Preset").select_option("seed")
+        admin.get_by_label("Minimum length").fill("12")
+        admin.get_by_label("Maximum length").fill("80")
+        admin.get_by_label("Require a special character").uncheck()
+        admin.get_by_label("Length of that run").fill("5")
+        admin.get_by_role("button", name="Save").click()
+        assert admin.locator("#settings-saved").is_visible()
+        admin.goto(console.url + "/console/settings")  # a fresh GET, not a re-post
+        assert admin.get_by_label("Preset").input_value() == "seed"
+        assert admin.get_by_label("Minimum length").input_value() == "12"
+        assert admin.get_by_label("Maximum length").input_value() == "80"
+        assert not admin.get_by_label("Require a special character").is_checked()
+        assert admin.get_by_label("Length of that run").input_value() == "5"
+        assert admin.get_by_label("Require a digit").is_checked()
+
+        # The console's own user creation applies the new settings.
+        admin.goto(console.url + "/console/users")
+        error = _add_user(admin, "settings.probe@acme.test", "Zq7wn4Kp2x")
+        assert error.endswith("refused: too_short")  # 10 < 12
+        error = _add_user(admin, "settings.probe@acme.test", "Zq7wn4Kp2x" + "w" * 71)
+        assert error.endswith("refused: too_long")  # 81 > 80
+        # Contains "prob" (4 < 5) and no special character: both allowed now.
+        assert _add_user(admin, "settings.probe@acme.test", "Zq7wn4Kp2xprob") == ""
+        assert admin.locator("#users", has_text="settings.probe@acme.test").count() == 1
+    finally:
+        # Put the defaults back for the other tests.
+        admin.goto(console.url + "/console/settings")
+        admin.get_by_label("Preset").select_option("seed")
+        admin.get_by_label("Minimum length").fill("8")
+        admin.get_by_label("Maximum length").fill("128")
+        admin.get_by_label("Require a special character").check()
+        admin.get_by_label("Length of that run").fill("3")
+        admin.get_by_label("Failed attempts before lockout").fill("5")
+        admin.get_by_role("button", name="Save").click()
+        assert admin.locator("#settings-saved").is_visible()
+
+
+def _add_user(admin: Any, email: str, password: str) -> str:
+    """Add a user on the users page; the page's error ("" when the user was added)."""
+    admin.get_by_label("Name").fill("Settings Probe")
+    admin.get_by_label("Email").fill(email)
+    admin.get_by_label("Role", exact=True).select_option("viewer")
+    admin.get_by_label("Initial password").fill(password)
+    with admin.expect_navigation():  # refused or not, the post answers with a page
+        admin.get_by_role("button", name="Add user").click()
+    error = admin.locator("p.error")
+    return str(error.inner_text()) if error.count() else ""
 
 
 def test_issue_and_revoke_an_api_token(admin: Any, console: Console) -> None:
