@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -69,3 +70,37 @@ async def receive_skipping_commands(ws: Any) -> Message:
         message = codec.decode(data)
         if not isinstance(message, Command):
             return message
+
+
+#: Where Debian installs SoftHSM2's PKCS#11 module, by architecture.
+SOFTHSM_MODULES = (
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+)
+
+
+def softhsm_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, label: str, pin: str
+) -> tuple[str, Path]:
+    """An initialised, empty SoftHSM2 token in a private directory under ``tmp_path``.
+
+    Returns the PKCS#11 module's path and a 0600 file holding the user PIN. Skips locally
+    when SoftHSM2 is missing, and fails under CI (``require_program``).
+    """
+    import subprocess
+
+    util = require_program("softhsm2-util")
+    module = next((m for m in SOFTHSM_MODULES if Path(m).is_file()), None)
+    assert module is not None, "softhsm2-util is installed but libsofthsm2.so was not found"
+    tokens = tmp_path / "softhsm" / "tokens"
+    tokens.mkdir(parents=True)
+    conf = tmp_path / "softhsm" / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\n")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
+    init = [util, "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", "9999"]
+    subprocess.run(init, check=True, capture_output=True)
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(pin + "\n")
+    pin_file.chmod(0o600)
+    return module, pin_file

@@ -7,7 +7,6 @@ module is finalized after each test so the next one reads its own configuration.
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,34 +36,17 @@ from cloud.identity.runtime import Identity, open_identity
 from cloud.registry import Registry
 from cloud.tokens import TokenIssuer
 from tests.security.conftest import PASSWORD, add_user
-from tests.support import require_program
+from tests.support import softhsm_token
 
 TOKEN = "assetbook-test"
 PIN = "1234-test-pin"
 PNR = "811218-9876"
-MODULE_CANDIDATES = (
-    "/usr/lib/softhsm/libsofthsm2.so",
-    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-)
 
 
 @pytest.fixture
 def token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SecretsConfig]:
     """An initialised, empty token in a private SoftHSM2 directory; its PIN in a 0600 file."""
-    util = require_program("softhsm2-util")
-    module = next((m for m in MODULE_CANDIDATES if Path(m).is_file()), None)
-    assert module is not None, "softhsm2-util is installed but libsofthsm2.so was not found"
-    tokens = tmp_path / "softhsm" / "tokens"
-    tokens.mkdir(parents=True)
-    conf = tmp_path / "softhsm" / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\n")
-    monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
-    init = [util, "--init-token", "--free", "--label", TOKEN, "--pin", PIN, "--so-pin", "9999"]
-    subprocess.run(init, check=True, capture_output=True)
-    pin_file = tmp_path / "pin"
-    pin_file.write_text(PIN + "\n")
-    pin_file.chmod(0o600)
+    module, pin_file = softhsm_token(tmp_path, monkeypatch, TOKEN, PIN)
     release_module(module)  # a previous test's configuration must not linger
     yield SecretsConfig("pkcs11", module, TOKEN, str(pin_file), None)
     release_module(module)
