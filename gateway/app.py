@@ -4,6 +4,8 @@ Structure (one nursery per subsystem, so each can be stopped on its own):
 
 * **drivers**: every configured sensor runs as a task that sends samples on one channel;
   a driver that fails is restarted with backoff and counted, never left silent.
+* **filters**: when ``[filters]`` is configured, each sample is offered to the gateway's
+  filter as its driver sends it; drops are counted by reason (``gateway.filters``).
 * **outbox writer**: takes every sample waiting on the channel, stamps and appends them in
   one transaction. A sample exists only in memory between its driver and this commit.
 * **uplink**: drains the outbox to the core (``gateway.uplink``).
@@ -33,6 +35,8 @@ import trio
 from drivers.base import Sample
 from drivers.registry import make_driver
 from gateway.clock import Stamper, monotonic_ns
+from gateway.filter_send import filtered_channel
+from gateway.filters import SampleFilter, without_receipts
 from gateway.health import REPORT_INTERVAL_S, HealthReporter, system_report
 from gateway.outbox import open_outbox
 from gateway.uplink import Uplink, UplinkSettings
@@ -78,6 +82,8 @@ class Gateway:
         self.reporter = HealthReporter(self.health, report_interval_s)
         self._started_ns = monotonic_ns()
         self.drivers: list[Driver] = [make_driver(table) for table in config.sensors]
+        # None when nothing can be dropped: drivers then send straight to the writer.
+        self.filter = SampleFilter(config.filters) if config.filters.enabled else None
         self.uplink: Uplink | None = None
         self.outbox: AsyncOutbox | None = None
         # Lifecycle hooks (gateway.remote_config): key-bound credentials, core commands.
@@ -140,13 +146,20 @@ class Gateway:
         async with send:
             while True:
                 try:
-                    await driver.run(send)
+                    await driver.run(self._driver_channel(driver, send))
                 except Exception as exc:
                     driver.health.restarts += 1
                     driver.health.count_error("driver_crash", f"{type(exc).__name__}: {exc}")
                     log.exception("driver %s failed; restarting in %.1f s", driver.name, delay)
                 await trio.sleep(delay)
                 delay = min(delay * 2, DRIVER_RESTART_MAX_S)
+
+    def _driver_channel(
+        self, driver: Driver, send: trio.MemorySendChannel[Sample]
+    ) -> trio.MemorySendChannel[Sample]:
+        if self.filter is None:
+            return send
+        return filtered_channel(self.filter, driver.name, send, monotonic_ns)
 
     async def _write_outbox(
         self, receive: trio.MemoryReceiveChannel[Sample], written: trio.Event
@@ -165,7 +178,9 @@ class Gateway:
                     # Shielded: a sample taken off the channel is committed even while the
                     # gateway is being cancelled, or it would be lost.
                     with trio.CancelScope(shield=True):
-                        await self.outbox.append(samples)
+                        await self.outbox.append(
+                            samples if self.filter is None else without_receipts(samples)
+                        )
                     for sample in samples:
                         sample.mark_stored()  # the commit is done: drivers may tell devices
                     self.watchdog.idle("outbox")
@@ -182,7 +197,7 @@ class Gateway:
         _write_json_atomically(self.config.gateway.data_dir / "health.json", report)
 
     async def health(self) -> dict[str, Any]:
-        """What the gateway knows about itself: drivers, outbox, uplink, loss ledger."""
+        """What the gateway knows about itself: drivers, outbox, uplink, loss ledger, filters."""
         assert self.outbox is not None
         assert self.uplink is not None
         stats = await self.outbox.statistics()
@@ -200,6 +215,7 @@ class Gateway:
             "drivers": {d.name: asdict(d.health) for d in self.drivers},
             "outbox": asdict(stats),
             "losses": await self.outbox.losses(),
+            "filters": {} if self.filter is None else self.filter.report(),
             "uplink": {
                 k: str(v) if k == "state" else v for k, v in asdict(self.uplink.health).items()
             },

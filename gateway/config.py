@@ -14,7 +14,9 @@ inline token that the group or others can read, is loaded with a warning in
 :attr:`GatewayConfig.warnings`.
 
 ``[[sensors]]`` tables are checked only for ``kind`` and a unique ``name``; the rest of each
-table is the driver's to validate. :func:`write_config` writes a ready config with mode 0600.
+table is the driver's to validate. ``[filters]`` (optional) is checked by
+:func:`gateway.filters.parse_filters`; a rule's ``driver`` must name a sensor.
+:func:`write_config` writes a ready config with mode 0600.
 This module opens no connection and does not create ``data_dir``.
 """
 
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 import tomli_w
 
 from gateway.errors import ConfigError
+from gateway.filters import FilterConfig, FilterConfigError, parse_filters
 from protocol.limits import MAX_BATCH_EVENTS
 
 if TYPE_CHECKING:
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
 NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 
-_SECTIONS: Final = frozenset({"gateway", "uplink", "outbox", "sensors", "device_key"})
+_SECTIONS: Final = frozenset({"gateway", "uplink", "outbox", "sensors", "device_key", "filters"})
 _GATEWAY_KEYS: Final = frozenset({"id", "tenant", "data_dir", "log_level"})
 _UPLINK_KEYS: Final = frozenset(
     {
@@ -166,6 +169,7 @@ class GatewayConfig:
     sensors: tuple[Mapping[str, Any], ...]
     warnings: tuple[str, ...] = field(default=())
     device_key: DeviceKeyConfig = field(default=DeviceKeyConfig())
+    filters: FilterConfig = field(default=FilterConfig())
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -226,14 +230,16 @@ class _Loader:
             data_dir=(self.base / self.non_empty(gateway, "gateway.data_dir")).absolute(),
             log_level=self.log_level(gateway),
         )
+        sensors = self.sensors(doc.get("sensors", []))
         return GatewayConfig(
             path=self.path,
             gateway=section,
             uplink=uplink,
             outbox=outbox,
-            sensors=self.sensors(doc.get("sensors", [])),
+            sensors=sensors,
             warnings=tuple(self.warnings),
             device_key=device_key,
+            filters=self.filters(self.table(doc, "filters", required=False), sensors),
         )
 
     # -- sections ----------------------------------------------------------------------
@@ -362,6 +368,14 @@ class _Loader:
                 raise self.fail(f"{key}.name", problem, "give every sensor its own name")
             names.add(name)
         return tuple(MappingProxyType(dict(table)) for table in tables)
+
+    def filters(
+        self, table: dict[str, Any], sensors: tuple[Mapping[str, Any], ...]
+    ) -> FilterConfig:
+        try:
+            return parse_filters(table, [str(sensor["name"]) for sensor in sensors])
+        except FilterConfigError as exc:
+            raise self.fail(f"filters.{exc.key}", exc.problem, exc.hint) from exc
 
     def log_level(self, table: dict[str, Any]) -> str:
         level = self.string(table, "gateway.log_level", "info")

@@ -25,6 +25,9 @@ name                        unit    value
 ``outbox/bytes``            B       the outbox's size on disk
 ``outbox/oldest_age``       s       age of the oldest waiting event (only when depth > 0)
 ``loss/<reason>``           count   the loss ledger: events dropped on purpose, per reason
+``filter/<reason>``         count   samples the filters dropped before the outbox, per
+                                    reason (``filtered_rate``, ...; only with ``[filters]``)
+``filter/evicted``          count   devices whose filter state was evicted (the LRU bound)
 ``clock/source``                    none, ntp, gps or rtc
 ``clock/maxerror``          s       the kernel's maximum clock error (adjtimex(2)), if known
 ``disk/free``, ``disk/total`` B     the data directory's file system
@@ -200,6 +203,11 @@ def _general(report: Mapping[str, Any]) -> list[Reading]:
     ]
     losses: Mapping[str, int] = report.get("losses", {})
     found += [(f"loss/{reason}", "count", count) for reason, count in sorted(losses.items())]
+    # Filter drops are not losses: they never became events (gateway.filters).
+    filters: Mapping[str, Any] = report.get("filters", {})
+    dropped: Mapping[str, int] = filters.get("dropped", {})
+    found += [(f"filter/{reason}", "count", count) for reason, count in sorted(dropped.items())]
+    found.append(("filter/evicted", "count", filters.get("evicted")))
     return [_reading(name, unit, value) for name, unit, value in found if value is not None]
 
 

@@ -5,9 +5,10 @@ configuration the core pushed last, and answers the core's commands (``status``,
 ``configure``, ``renew_credentials``, ``update``).
 
 A remote configuration is a JSON object with any of ``log_level``, ``sensors`` (the
-``[[sensors]]`` tables), ``uplink`` (``url``, ``batch_max_events``, ``batch_max_delay_ms``,
-``reconnect_min_s``, ``reconnect_max_s``) and ``rollback_after_s``. It replaces those parts of
-``gateway.toml``; identity, data folder and credentials stay local.
+``[[sensors]]`` tables), ``filters`` (the ``[filters]`` table), ``uplink`` (``url``,
+``batch_max_events``, ``batch_max_delay_ms``, ``reconnect_min_s``, ``reconnect_max_s``) and
+``rollback_after_s``. It replaces those parts of ``gateway.toml``; identity, data folder and
+credentials stay local.
 
 Applying one (files in ``<data_dir>/remote/``):
 
@@ -74,7 +75,7 @@ class RemoteConfigError(GatewayError):
 
 def merged_document(base: dict[str, Any], remote: dict[str, Any]) -> dict[str, Any]:
     """``gateway.toml``'s document with the remote configuration's parts replacing its own."""
-    unknown = set(remote) - {"log_level", "sensors", "uplink", "rollback_after_s"}
+    unknown = set(remote) - {"log_level", "sensors", "filters", "uplink", "rollback_after_s"}
     if unknown:
         raise RemoteConfigError(f"unknown configuration keys {sorted(unknown)}")
     doc = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
@@ -82,6 +83,8 @@ def merged_document(base: dict[str, Any], remote: dict[str, Any]) -> dict[str, A
         doc.setdefault("gateway", {})["log_level"] = remote["log_level"]
     if "sensors" in remote:
         doc["sensors"] = remote["sensors"]
+    if "filters" in remote:
+        doc["filters"] = remote["filters"]
     uplink = remote.get("uplink", {})
     if not isinstance(uplink, dict) or set(uplink) - set(_UPLINK_REMOTE_KEYS):
         raise RemoteConfigError(f"uplink may set only {list(_UPLINK_REMOTE_KEYS)}")

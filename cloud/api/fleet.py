@@ -56,7 +56,9 @@ router = APIRouter(prefix=f"{API_PREFIX}/fleet", tags=["fleet"])
 
 class ConfigIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    config: dict[str, Any] = Field(description="log_level, sensors, uplink, rollback_after_s")
+    config: dict[str, Any] = Field(
+        description="log_level, sensors, filters, uplink, rollback_after_s"
+    )
 
 
 class ConfigOut(BaseModel):

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-CONFIG_KEYS: Final = frozenset({"log_level", "sensors", "uplink", "rollback_after_s"})
+CONFIG_KEYS: Final = frozenset({"log_level", "sensors", "filters", "uplink", "rollback_after_s"})
 UPLINK_KEYS: Final = frozenset(
     {"url", "batch_max_events", "batch_max_delay_ms", "reconnect_min_s", "reconnect_max_s"}
 )
@@ -101,6 +101,8 @@ def check_document(document: object) -> dict[str, Any]:
         and all(isinstance(s, dict) for s in document["sensors"])
     ):
         raise InvalidInput("sensors must be a list of objects")
+    if not isinstance(document.get("filters", {}), dict):
+        raise InvalidInput("filters must be an object (the [filters] table)")
     uplink = document.get("uplink", {})
     if not isinstance(uplink, dict) or set(uplink) - UPLINK_KEYS:
         raise InvalidInput(f"uplink must be an object with keys among {sorted(UPLINK_KEYS)}")
