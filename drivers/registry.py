@@ -22,6 +22,7 @@ DRIVER_MODULES: Final[dict[str, str]] = {
     "modbus-rtu": "drivers.modbus.driver",
     "node-serial": "drivers.node.driver",
     "ble-adverts": "drivers.ble.scanner",
+    "ble-gatt": "drivers.ble.gatt",
 }
 
 

@@ -113,3 +113,117 @@ def _read_stdin(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None
         loop.call_soon_threadsafe(queue.put_nowait, None)
 
     threading.Thread(target=reader, name="ble-sim-stdin", daemon=True).start()
+
+
+# --- assetbook sim ble-gatt -----------------------------------------------------------------
+
+
+def parse_gatt_args(argv: Sequence[str]) -> argparse.Namespace:
+    from simulators.ble import gatt
+
+    parser = argparse.ArgumentParser(
+        prog="assetbook sim ble-gatt",
+        description=gatt.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--bus", help="use this D-Bus address instead of a private bus")
+    parser.add_argument("--count", type=int, default=1, help="how many sensors (1)")
+    parser.add_argument(
+        "--addresses", help="comma list of sensor addresses (default C0:FF:EE:00:10:01, ...)"
+    )
+    parser.add_argument("--period", type=float, default=1.0, help="notification period, s (1)")
+    parser.add_argument("--commands", action="store_true", help="read fault commands on stdin")
+    return parser.parse_args(list(argv))
+
+
+def gatt_main(argv: Sequence[str] | None = None) -> int:
+    """Run the GATT simulator until interrupted (or stdin closes with ``--commands``)."""
+    from simulators.ble.gatt import address_of
+
+    args = parse_gatt_args(sys.argv[1:] if argv is None else argv)
+    if args.addresses:
+        addresses = [a.strip().upper() for a in args.addresses.split(",") if a.strip()]
+    else:
+        addresses = [address_of(i) for i in range(args.count)]
+    if not addresses or len(set(addresses)) != len(addresses) or SCANNER_ADDRESS in addresses:
+        print("error: give one or more distinct sensor addresses", file=sys.stderr)
+        return 2
+    with (
+        tempfile.TemporaryDirectory(prefix="ble-gatt-sim-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        address = args.bus
+        if address is None:
+            address = stack.enter_context(start_private_bus(Path(tmp))).address
+        os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = address
+        print(f"DBUS_SYSTEM_BUS_ADDRESS={address}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_run_gatt(addresses, args))
+    return 0
+
+
+async def _run_gatt(addresses: list[str], args: argparse.Namespace) -> None:
+    from dbus_fast import BusType
+    from dbus_fast.aio import MessageBus
+
+    from simulators.ble.gatt import run_gatt_peripheral
+
+    mock = await start_mock([SCANNER_ADDRESS, *addresses], 1)
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    sensors: list[Any] = []
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        for i, address in enumerate(addresses):
+            ready = asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(
+                run_gatt_peripheral(
+                    bus, address, i + 1, index=i, period_s=args.period, on_ready=ready.set_result
+                )
+            )
+            tasks.append(task)
+            # A sensor that fails to register ends the wait with its error.
+            await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                task.result()
+            sensors.append(ready.result())
+        print("ready", flush=True)
+        commands: asyncio.Queue[str | None] = asyncio.Queue()
+        if args.commands:
+            _read_stdin(asyncio.get_running_loop(), commands)
+        while (line := await commands.get()) is not None:
+            await _gatt_command(line, mock, sensors)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _gatt_command(line: str, mock: Any, sensors: list[Any]) -> None:
+    from simulators.ble.mock import stop_notifications
+    from simulators.ble.peripherals import call
+
+    words = line.split()
+    index = int(words[1]) if len(words) > 1 and words[1].isdigit() else -1
+    sensor = sensors[index] if 0 <= index < len(sensors) else None
+    count = int(words[2]) if len(words) > 2 and words[2].isdigit() else None
+    match words[:1]:
+        case ["stall"]:
+            print(f"stalled {stop_notifications(mock)}", flush=True)
+        case ["hide"] if sensor is not None:
+            await sensor.hide()
+            print(f"hidden {index}", flush=True)
+        case ["show"] if sensor is not None:
+            await sensor.show()
+            print(f"shown {index}", flush=True)
+        case ["drop"] if sensor is not None:
+            device = f"/org/bluez/hci0/dev_{sensor.address.replace(':', '_')}"
+            await call(sensor.bus, device, "org.bluez.Device1", "Disconnect", "", [], check=False)
+            print(f"dropped {index}", flush=True)
+        case ["corrupt"] if sensor is not None and count is not None:
+            sensor.corrupt_next = count
+            print(f"corrupting {index} {count}", flush=True)
+        case ["unknown"] if sensor is not None and count is not None:
+            sensor.unknown_next = count
+            print(f"unknown {index} {count}", flush=True)
+        case _:
+            print(f"error: unknown command {line.strip()!r}", flush=True)
