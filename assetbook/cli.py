@@ -176,12 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
         device.set_defaults(handler=_simulate, simulator=module, forwards_options=True)
 
     demo = sub.add_parser(
-        "demo", help="run a whole system here: core, simulated GPS, gateway; Ctrl-C stops it"
+        "demo", help="run a whole system here: core, a simulated site, gateway; Ctrl-C stops it"
     )
     demo.add_argument(
         "--dir", type=Path, default=Path("demo-home"), help="where the demo keeps its files"
     )
-    demo.add_argument("--rate", type=float, default=2.0, help="GPS fixes per second")
+    demo.add_argument("--rate", type=float, help="GPS fixes per second (default: the scenario's)")
+    demo.add_argument(
+        "--scenario", type=Path, help="site scenario file (default: the shipped site.toml)"
+    )
     demo.set_defaults(handler=_demo)
 
     from cloud.mqtt.cli import add_parser as add_mqtt_parser
@@ -543,8 +546,10 @@ def _read_token(path: Path | None) -> str:
 SIMULATORS: dict[str, tuple[str, str]] = {
     "gps": ("simulators.gps", "NMEA 0183 GPS receiver on a pty"),
     "ble": ("simulators.ble", "BLE peripherals (BTHome, Ruuvi, beacons) on a private D-Bus"),
+    "ble-gatt": ("simulators.ble.gatt", "BLE GATT sensors (Environmental Sensing) that notify"),
     "modbus": ("simulators.modbus", "Modbus RTU slaves with changing registers on a pty"),
     "node": ("simulators.node", "our MicroPython node firmware, run by micropython, on a pty"),
+    "site": ("simulators.site", "a whole site from a scenario file: every simulator it lists"),
 }
 
 
@@ -558,7 +563,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from assetbook.demo import run_demo
 
-    return run_demo(args.dir, rate=args.rate)
+    return run_demo(args.dir, rate=args.rate, scenario=args.scenario)
 
 
 # --- plumbing -----------------------------------------------------------------------------

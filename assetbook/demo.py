@@ -1,12 +1,16 @@
 """``assetbook demo``: a whole system on this machine, the way an operator would run it.
 
 It runs the same commands a user would type (``assetbook core init``, ``core run``,
-``tenant create``, ``gateway create``, ``token create``, ``sim gps``, ``gateway run``, and,
+``tenant create``, ``gateway create``, ``token create``, ``sim site``, ``gateway run``, and,
 when Mosquitto is installed, ``mqtt setup``, ``mqtt broker``, ``mqtt credential create`` and
 ``mqtt bridge``), each
 as its own process with its log in ``<dir>/logs/``, prints where to look, reports progress
 every few seconds, and on Ctrl-C stops the gateway first (so its outbox is flushed), then the
-simulator, then the core. A second run reuses the same folder and its stored events.
+simulators, then the core. A second run reuses the same folder and its stored events.
+
+The simulated site comes from a scenario file (``simulators/scenarios/site.toml`` unless
+``--scenario`` names another): ``sim site`` starts every simulator it lists and writes the
+gateway's sensors to match. Kinds whose program is missing are skipped with a printed reason.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
@@ -94,7 +99,6 @@ def _setup(root: Path) -> tuple[Path, Path, Path]:
             _assetbook(
                 "gateway", "create", "--home", str(home), "--tenant", TENANT,
                 "--id", GATEWAY, "--out", str(gateway_dir),
-                "--gps-port", str((root / "gps.tty").resolve()),
             ),
             setup_log,
         )  # fmt: skip
@@ -177,11 +181,16 @@ async def _wait_for_port(child: _Child, port: int) -> None:
             return
 
 
-async def _start(name: str, args: list[str], logs: Path) -> _Child:
+async def _start(
+    name: str, args: list[str], logs: Path, env: dict[str, str] | None = None
+) -> _Child:
     log = logs / f"{name}.log"
     out = log.open("ab")
     process = await trio.lowlevel.open_process(
-        args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        args,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     out.close()
     return _Child(name, process, log)
@@ -211,15 +220,46 @@ def _progress(gateway_dir: Path) -> str:
         health = json.loads((gateway_dir / "data" / "health.json").read_text())
     except (OSError, ValueError):
         return "gateway starting…"
-    driver: dict[str, int] = next(iter(health["drivers"].values()), {})
+    drivers: dict[str, dict[str, int]] = health["drivers"]
+    samples = sum(d.get("samples", 0) for d in drivers.values())
+    bad = sum(d.get("bad_frames", 0) for d in drivers.values())
+    each = ", ".join(f"{name} {d.get('samples', 0)}" for name, d in drivers.items())
     return (
-        f"GPS samples {driver.get('samples', 0)}, bad frames {driver.get('bad_frames', 0)} | "
+        f"samples {samples} ({each}), bad frames {bad} | "
         f"outbox depth {health['outbox']['depth']} | link {health['uplink']['state']}, "
         f"stored up to seq {health['uplink']['acked_seq']}"
     )
 
 
-async def _demo(root: Path, rate: float) -> None:
+async def _start_site(
+    root: Path, gateway_config: Path, scenario: Path | None, rate: float | None
+) -> _Child:
+    """Start ``assetbook sim site``; once ready, its ``site.json`` lists the devices, the
+    skipped kinds and the environment the gateway needs."""
+    site_dir = root / "site"
+    args = ["sim", "site", "--dir", str(site_dir), "--gateway-config", str(gateway_config)]
+    if scenario is not None:
+        args += ["--scenario", str(scenario)]
+    if rate is not None:
+        args += ["--gps-rate", str(rate)]
+    (site_dir / "site.json").unlink(missing_ok=True)
+    return await _start("site", _assetbook(*args), root / "logs")
+
+
+async def _wait_for_site(child: _Child, path: Path) -> dict[str, Any]:
+    """Wait for the site's ``site.json`` (written once every simulator is ready; the log
+    may hold a "site ready" line from an earlier run)."""
+    site_file = trio.Path(path)
+    with trio.fail_after(READY_TIMEOUT_S):
+        while not await site_file.exists():
+            if child.process.returncode is not None:
+                raise SystemExit(f"demo: {child.name} exited; see {child.log}")
+            await trio.sleep(0.1)
+    info: dict[str, Any] = json.loads(await site_file.read_text())
+    return info
+
+
+async def _demo(root: Path, rate: float | None, scenario: Path | None) -> None:
     home, gateway_config, api_token = _setup(root)
     logs = root / "logs"
     config_text = (home / "config.toml").read_text()
@@ -232,31 +272,34 @@ async def _demo(root: Path, rate: float) -> None:
     children = [core]
     try:
         await _wait_for_line(core, "core ready")
-        sim = await _start(
-            "gps-sim",
-            _assetbook("sim", "gps", "--rate", str(rate), "--link", str(root / "gps.tty")),
-            logs,
-        )
-        children.append(sim)
-        await _wait_for_line(sim, "GPS simulator on")
+        site = await _start_site(root, gateway_config, scenario, rate)
+        children.append(site)
+        info = await _wait_for_site(site, root / "site" / "site.json")
+        for reason in info["skipped"]:
+            print(reason, flush=True)
         gateway = await _start(
-            "gateway", _assetbook("gateway", "run", "--config", str(gateway_config)), logs
+            "gateway",
+            _assetbook("gateway", "run", "--config", str(gateway_config)),
+            logs,
+            info["env"],  # the private D-Bus of the BLE simulators
         )
         children.append(gateway)
         await _wait_for_line(gateway, "running")
         mqtt = await _start_mqtt(root, home, children)
+        devices: list[str] = info["devices"] or ["gps-1"]
         ca = home / "tls" / "ca.pem"
         print(
             f"""
 AssetBook demo is running (Ctrl-C stops it).
   core       REST {rest_url}   logs: {logs}/
-  gateway    {GATEWAY} in tenant {TENANT}, reading a simulated GPS on {root / "gps.tty"}
+  gateway    {GATEWAY} in tenant {TENANT}, reading a simulated site of {len(devices)} devices:
+{textwrap.fill(", ".join(devices), 92, initial_indent=" " * 13, subsequent_indent=" " * 13)}
   access log {home / "logs" / "access.jsonl"}
 
 Read the stored events:
   assetbook events --url {rest_url} --ca {ca} --token-file {api_token} --limit 5
   curl --cacert {ca} -H "Authorization: Bearer $(cat {api_token})" \\
-       "{rest_url}/api/v1/events?device=gps-1&limit=5"
+       "{rest_url}/api/v1/events?device={devices[0]}&limit=5"
 API description: {rest_url}/api/v1/openapi.json
 Operator console: {rest_url}/console/ (create a user: assetbook user create --help)
 """,
@@ -279,10 +322,14 @@ Operator console: {rest_url}/console/ (create a user: assetbook user create --he
                 await _stop(child)
 
 
-def run_demo(root: Path, *, rate: float) -> int:
-    """Run the demo until Ctrl-C; returns the exit status."""
+def run_demo(root: Path, *, rate: float | None = None, scenario: Path | None = None) -> int:
+    """Run the demo until Ctrl-C; returns the exit status.
+
+    ``rate`` overrides every simulated GPS's fixes per second; ``scenario`` replaces the
+    shipped site scenario.
+    """
     root.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(KeyboardInterrupt):
-        trio.run(_demo, root, rate)
+        trio.run(_demo, root.absolute(), rate, scenario)
     print(f"demo stopped; its files stay in {root} (run `just demo` again to resume)")
     return 0

@@ -1,8 +1,9 @@
 """End to end through real processes: simulated GPS → gateway → core → REST.
 
-Everything is set up with the ``assetbook`` command, as a user would. The simulator holds
-its first fix until the gateway has opened the port (pyserial drops input that arrived
-before), so the stored readings can be compared one for one with the simulator's record.
+Everything is set up with the ``assetbook`` command, as a user would (tests/e2e/sites.py).
+The simulator holds its first fix until the gateway has opened the port (pyserial drops
+input that arrived before), so the stored readings can be compared one for one with the
+simulator's record.
 
 Nothing lost, nothing doubled is checked two ways: the stored events equal the record, and
 the stored sequence numbers are exactly 1..N (the outbox numbers every event it accepts, so
@@ -15,19 +16,15 @@ import json
 import math
 import signal
 import sqlite3
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import trio
 
-from cloud.pki import client_ssl_context
 from tests.e2e.processes import Process, spawn
-from tests.support import free_port
+from tests.e2e.sites import Site, make_site
 
 pytestmark = pytest.mark.slow
 
@@ -36,39 +33,11 @@ START_TIME = "2024-05-01T12:00:00Z"
 HEALTH_DEVICE = "_health"
 
 
-def assetbook(*args: str, cwd: Path) -> str:
-    """Run one CLI command to completion and return its standard output."""
-    result = subprocess.run(
-        [sys.executable, "-m", "assetbook", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 @dataclass
-class Site:
-    root: Path
-    home: Path
-    gateway_config: Path
-    tty: Path
-    rest_url: str
-    api_token: str
+class GpsSite(Site):
+    """The shared site (tests/e2e/sites.py) with a GPS simulator on ``tty``."""
 
-    @property
-    def ca(self) -> Path:
-        return self.home / "tls" / "ca.pem"
-
-    def core(self) -> Any:
-        return spawn("core", ["assetbook", "core", "run", "--home", str(self.home)])
-
-    def gateway(self) -> Any:
-        return spawn(
-            "gateway", ["assetbook", "gateway", "run", "--config", str(self.gateway_config)]
-        )
+    tty: Path = Path()
 
     def gps(self, count: int, rate: float, *faults: str) -> Any:
         args = [
@@ -82,64 +51,22 @@ class Site:
         lines = (self.root / "record.jsonl").read_text().splitlines()
         return [r for r in map(json.loads, lines) if r["type"] == "sample"]
 
-    async def events(self) -> list[dict[str, Any]]:
-        """Every stored event, following the REST API's pages."""
-        events: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"limit": 1000}
-        async with httpx.AsyncClient(
-            base_url=self.rest_url,
-            verify=client_ssl_context(self.ca),
-            headers={"Authorization": f"Bearer {self.api_token}"},
-        ) as client:
-            while True:
-                response = await client.get("/api/v1/events", params=params)
-                assert response.status_code == 200, response.text
-                page = response.json()
-                events.extend(page["events"])
-                if not page["next_cursor"]:
-                    return events
-                params["cursor"] = page["next_cursor"]
-
     async def wait_stored(self, count: int, *, sensors_only: bool = True) -> list[dict[str, Any]]:
         """Wait until the core holds at least ``count`` sensor events (or events of any
         device), and return every stored event (another process: poll)."""
         with trio.fail_after(60):
             while True:
-                try:
-                    events = await self.events()
-                except httpx.TransportError:
-                    events = []  # the core is restarting
+                events = await self.poll_events()
                 if len(sensor_events(events) if sensors_only else events) >= count:
                     return events
                 await trio.sleep(0.2)
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Site:
-    home = tmp_path / "core"
-    link_port, rest_port = free_port(), free_port()
-    assetbook(
-        "core", "init", "--home", str(home), "--host", "localhost",
-        "--link-port", str(link_port), "--rest-port", str(rest_port),
-        "--http-port", str(free_port()),
-        cwd=tmp_path,
-    )  # fmt: skip
-    assetbook("tenant", "create", "acme", "--home", str(home), cwd=tmp_path)
+def site(tmp_path: Path) -> GpsSite:
     tty = tmp_path / "gps.tty"
-    assetbook(
-        "gateway", "create", "--home", str(home), "--tenant", "acme", "--id", "gw-1",
-        "--out", str(tmp_path / "gw-1"), "--gps-port", str(tty),
-        cwd=tmp_path,
-    )  # fmt: skip
-    token = assetbook(
-        "token", "create", "--home", str(home), "--tenant", "acme", "--name", "tests",
-        "--scope", "events:read",
-        cwd=tmp_path,
-    ).strip()  # fmt: skip
-    return Site(
-        tmp_path, home, tmp_path / "gw-1" / "gateway.toml", tty,
-        f"https://localhost:{rest_port}", token,
-    )  # fmt: skip
+    base = make_site(tmp_path, gps_port=tty)
+    return GpsSite(base.root, base.home, base.gateway_config, base.rest_url, base.api_token, tty)
 
 
 async def start_streaming(gps: Process, gateway: Process) -> None:
@@ -174,7 +101,7 @@ def assert_exactly_once(stored: list[dict[str, Any]]) -> None:
     assert seqs == list(range(1, len(seqs) + 1)), "a gap is a lost event, a repeat a doubled one"
 
 
-async def test_readings_arrive_exactly_as_the_sensor_sent_them(site: Site) -> None:
+async def test_readings_arrive_exactly_as_the_sensor_sent_them(site: GpsSite) -> None:
     async with (
         site.core() as core,
         site.gps(40, 50, "--garbage-every", "7", "--corrupt-every", "9") as gps,
@@ -193,7 +120,7 @@ async def test_readings_arrive_exactly_as_the_sensor_sent_them(site: Site) -> No
     assert health["drivers"]["gps-1"]["skipped_bytes"] > 0
 
 
-async def test_core_killed_mid_stream_loses_and_doubles_nothing(site: Site) -> None:
+async def test_core_killed_mid_stream_loses_and_doubles_nothing(site: GpsSite) -> None:
     async with site.gps(300, 100) as gps, site.gateway() as gateway:
         async with site.core() as core:
             await core.wait_for("core ready")
@@ -208,7 +135,7 @@ async def test_core_killed_mid_stream_loses_and_doubles_nothing(site: Site) -> N
     assert_same_readings(stored, site.record())
 
 
-async def test_gateway_killed_mid_stream_delivers_its_outbox_exactly_once(site: Site) -> None:
+async def test_gateway_killed_mid_stream_delivers_its_outbox_exactly_once(site: GpsSite) -> None:
     async with site.core() as core, site.gps(300, 100) as gps:
         await core.wait_for("core ready")
         async with site.gateway() as gateway:
@@ -227,7 +154,7 @@ async def test_gateway_killed_mid_stream_delivers_its_outbox_exactly_once(site: 
     assert_same_readings(before_kill, site.record()[: len(before_kill)])
 
 
-def _outbox_high_water(site: Site) -> int:
+def _outbox_high_water(site: GpsSite) -> int:
     """The highest seq the killed gateway's outbox had ever issued."""
     path = site.gateway_config.parent / "data" / "outbox.sqlite"
     with sqlite3.connect(path) as db:
@@ -235,7 +162,7 @@ def _outbox_high_water(site: Site) -> int:
     return int(next_seq) - 1
 
 
-async def test_gateway_buffers_while_the_core_is_down_then_drains_in_order(site: Site) -> None:
+async def test_gateway_buffers_while_the_core_is_down_then_drains_in_order(site: GpsSite) -> None:
     async with site.gps(100, 100) as gps, site.gateway() as gateway:
         await start_streaming(gps, gateway)
         await gps.wait_for("sent 100 fixes")

@@ -1,117 +1,33 @@
 """End to end through real processes: Modbus slaves and the node firmware (each a simulator
 on a pty) → gateway → core → REST, checking values, SenML units and timestamps.
 
-Set up with the ``assetbook`` command as in tests/e2e/test_end_to_end.py (helpers copied
-here, not shared, so the two modules can change independently); the gateway's sensors are
-then replaced by a ``modbus-rtu`` and a ``node-serial`` table.
+Set up with the ``assetbook`` command by the shared helper tests/e2e/sites.py; the
+gateway's sensors are then replaced by a ``modbus-rtu`` and a ``node-serial`` table.
 """
 
 from __future__ import annotations
 
 import math
 import struct
-import subprocess
-import sys
 import time
-import tomllib
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
-import tomli_w
-import trio
 
-from cloud.pki import client_ssl_context
 from simulators.node import find_micropython
 from tests.e2e.processes import spawn
-from tests.support import free_port, require_program
+from tests.e2e.sites import Site, make_site
+from tests.support import require_program
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def assetbook(*args: str, cwd: Path) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "assetbook", *args],
-        cwd=cwd, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-@dataclass
-class Site:
-    root: Path
-    home: Path
-    gateway_config: Path
-    rest_url: str
-    api_token: str
-
-    def core(self) -> Any:
-        return spawn("core", ["assetbook", "core", "run", "--home", str(self.home)])
-
-    def gateway(self) -> Any:
-        return spawn(
-            "gateway", ["assetbook", "gateway", "run", "--config", str(self.gateway_config)]
-        )
-
-    def set_sensors(self, sensors: list[dict[str, Any]]) -> None:
-        config = tomllib.loads(self.gateway_config.read_text())
-        config["sensors"] = sensors
-        self.gateway_config.write_text(tomli_w.dumps(config))
-
-    async def events(self) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"limit": 1000}
-        async with httpx.AsyncClient(
-            base_url=self.rest_url,
-            verify=client_ssl_context(self.home / "tls" / "ca.pem"),
-            headers={"Authorization": f"Bearer {self.api_token}"},
-        ) as client:
-            while True:
-                response = await client.get("/api/v1/events", params=params)
-                assert response.status_code == 200, response.text
-                page = response.json()
-                events.extend(page["events"])
-                if not page["next_cursor"]:
-                    return events
-                params["cursor"] = page["next_cursor"]
-
-    async def wait_for(self, device: str, count: int) -> list[dict[str, Any]]:
-        """Poll the REST API (another process) until ``count`` events of ``device``."""
-        with trio.fail_after(60):
-            while True:
-                try:
-                    events = [e for e in await self.events() if e["device"] == device]
-                except httpx.TransportError:
-                    events = []
-                if len(events) >= count:
-                    return events
-                await trio.sleep(0.2)
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Site:
-    home = tmp_path / "core"
-    link_port, rest_port = free_port(), free_port()
-    assetbook(
-        "core", "init", "--home", str(home), "--host", "localhost",
-        "--link-port", str(link_port), "--rest-port", str(rest_port), cwd=tmp_path,
-    )  # fmt: skip
-    assetbook("tenant", "create", "acme", "--home", str(home), cwd=tmp_path)
-    assetbook(
-        "gateway", "create", "--home", str(home), "--tenant", "acme", "--id", "gw-1",
-        "--out", str(tmp_path / "gw-1"), cwd=tmp_path,
-    )  # fmt: skip
-    token = assetbook(
-        "token", "create", "--home", str(home), "--tenant", "acme", "--name", "tests",
-        "--scope", "events:read", cwd=tmp_path,
-    ).strip()  # fmt: skip
-    return Site(
-        tmp_path, home, tmp_path / "gw-1" / "gateway.toml", f"https://localhost:{rest_port}", token
-    )
+    return make_site(tmp_path)
 
 
 def readings(event: dict[str, Any]) -> list[tuple[str, str, Any]]:
