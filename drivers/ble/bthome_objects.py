@@ -43,7 +43,7 @@ KWH_J: Final = 3.6e6
 
 OBJECTS: Final[dict[int, ObjectSpec]] = {
     0x00: ObjectSpec("packet_id", 1, kind="info"),
-    0x01: _n("battery", 1, 1, "%"),
+    0x01: _n("battery", 1, 1, "%EL"),
     0x02: _n("temperature", 2, 0.01, "Cel", signed=True),
     0x03: _n("humidity", 2, 0.01, "%RH"),
     0x04: _n("pressure", 3, 1.0, "Pa"),  # 0.01 hPa = 1 Pa

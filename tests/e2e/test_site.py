@@ -177,7 +177,7 @@ def check_ble(stored: dict[str, list[dict[str, Any]]]) -> None:
         assert got["temperature"][0] == "Cel"
         assert got["temperature"][1] in {20.0, 20.25, 20.5, 20.75}
         assert got["humidity"] == ("%RH", 40.0)
-        assert got["battery"] == ("%", 90)
+        assert got["battery"] == ("%EL", 90)
     for event in stored[RUUVI]:
         got = readings(event)
         assert got["temperature"][0] == "Cel"

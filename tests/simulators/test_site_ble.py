@@ -34,7 +34,7 @@ def test_each_kind_decodes_to_its_documented_values(n: int, tick: int) -> None:
     bthome = decoded("bthome", n, tick)
     assert bthome["temperature"] == ("Cel", pytest.approx(20 + n + 0.25 * (tick % 4)))
     assert bthome["humidity"] == ("%RH", pytest.approx(40 + n))
-    assert bthome["battery"] == ("%", 90)
+    assert bthome["battery"] == ("%EL", 90)
     ruuvi = decoded("ruuvi", n, tick)
     assert ruuvi["temperature"] == ("Cel", pytest.approx(18 + n + 0.5 * (tick % 4)))
     assert ruuvi["humidity"] == ("%RH", 50.0)

@@ -91,7 +91,7 @@ async def test_every_simulated_device_decodes_with_units(simulator: trio.Process
     assert bthome["temperature"][0] == "Cel"
     assert bthome["temperature"][1] in {21.5, 21.75, 22.0, 22.25}
     assert bthome["humidity"] == ("%RH", 45.0)
-    assert bthome["battery"] == ("%", 90)
+    assert bthome["battery"] == ("%EL", 90)
     ruuvi = values(seen[RUUVI])
     assert ruuvi["humidity"] == ("%RH", 50.0)
     assert ruuvi["pressure"] == ("Pa", 100000)
