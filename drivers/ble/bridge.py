@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Self, TypeVar
 
 import trio
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
-    from concurrent.futures import Future
     from types import TracebackType
 
 T = TypeVar("T")
@@ -69,21 +69,37 @@ class AsyncioThread:
         """Run the coroutine ``make()`` on the asyncio loop and return its result.
 
         Exceptions propagate unchanged; cancelling the caller cancels the asyncio task and
-        waits for it to finish.
+        waits for it to finish, its own cleanup included.
         """
-        assert self._loop is not None
-        future: Future[T] = asyncio.run_coroutine_threadsafe(make(), self._loop)
-        done = trio.Event()
+        loop = self._loop
+        assert loop is not None
+        coro = make()
         token = trio.lowlevel.current_trio_token()
-        future.add_done_callback(lambda _: token.run_sync_soon(done.set))
+        done = trio.Event()
+        started: list[asyncio.Task[T]] = []
+
+        def start() -> None:  # on the asyncio thread
+            task = loop.create_task(coro)
+            task.add_done_callback(lambda _: token.run_sync_soon(done.set))
+            started.append(task)
+
+        # Not asyncio.run_coroutine_threadsafe: its concurrent Future reports "done" the
+        # moment it is cancelled, while the task is still cleaning up, so the caller would
+        # go on (and the bridge's exit cut that cleanup short). The task's own done
+        # callback fires only when it has really finished.
+        loop.call_soon_threadsafe(start)
         try:
             await done.wait()
         except trio.Cancelled:
-            future.cancel()
+            # call_soon_threadsafe is FIFO, so start() has run by the time this does.
+            loop.call_soon_threadsafe(lambda: started[0].cancel())
             with trio.CancelScope(shield=True):
                 await done.wait()
             raise
-        return future.result()
+        task = started[0]
+        if task.cancelled():  # cancelled on the asyncio side, e.g. by the bridge closing
+            raise CancelledError(f"{self._name}: the asyncio task was cancelled")
+        return task.result()
 
     def to_trio(self, fn: Callable[[], object]) -> None:
         """Schedule ``fn()`` on the Trio loop; callable from the asyncio thread, never blocks."""
