@@ -16,7 +16,8 @@ after the port broke; serial failures are counted under the kind ``serial``.
 Reopening: when the port breaks (unplugged adapter, vanished pty) or cannot be opened, the
 driver waits with exponential backoff and jitter (``backoff_s`` doubling up to
 ``max_backoff_s``) and reopens the same path, so a udev or simulator symlink that comes
-back is picked up. ``task_status.started()`` is called the first time the port opens.
+back is picked up (:class:`~drivers.serial_port.Reopener`, shared by the serial drivers).
+``task_status.started()`` is called the first time the port opens.
 
 It does not stamp gateway time or persist anything; the gateway does that with the samples.
 """
@@ -24,16 +25,15 @@ It does not stamp gateway time or persist anything; the gateway does that with t
 from __future__ import annotations
 
 import logging
-import random
 import time
 from typing import TYPE_CHECKING, Final
 
 import trio
 
 from drivers.base import DriverHealth, Sample
-from drivers.errors import ConfigError, DecodeError, SerialBroken
+from drivers.errors import ConfigError, DecodeError
 from drivers.nmea import GpsSampler, NmeaFramer, Sentence, parse_sentence
-from drivers.serial_port import open_serial_port
+from drivers.serial_port import Reopener, open_serial_port
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -79,12 +79,11 @@ class NmeaGpsDriver:
         self.port = port
         self.baudrate = baudrate
         self.health = DriverHealth()
-        self._backoff_s = backoff_s
-        self._max_backoff_s = max_backoff_s
+        self._reopener = Reopener(
+            name, self.health, log, backoff_s=backoff_s, max_backoff_s=max_backoff_s
+        )
         self._framer = NmeaFramer()
         self._sampler = GpsSampler(device)
-        self._opens = 0
-        self._opened = trio.Event()
 
     async def run(
         self,
@@ -93,37 +92,19 @@ class NmeaGpsDriver:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Read the port forever, reopening it when it breaks; never returns normally."""
-        delay = self._backoff_s
-        while True:
-            try:
-                async with open_serial_port(self.port, self.baudrate) as port:
-                    self._on_open(task_status)
-                    delay = self._backoff_s
-                    await self._pump(port, send)
-            except SerialBroken as exc:
-                log.warning("%s: %s; reopening in about %.1f s", self.name, exc, delay)
-                self.health.count_error("serial", str(exc))
-                self._count_bad(self._framer.reset())
-            # Jitter keeps many gateways on one flaky hub from retrying in lockstep.
-            await trio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - not crypto
-            delay = min(delay * 2, self._max_backoff_s)
+        await self._reopener.run(
+            lambda: open_serial_port(self.port, self.baudrate),
+            lambda port: self._pump(port, send),
+            on_broken=lambda: self._count_bad(self._framer.reset()),
+            task_status=task_status,
+        )
 
     async def wait_open(self, opens: int = 1) -> None:
         """Wait until the port has been opened at least ``opens`` times in total."""
-        while self._opens < opens:
-            await self._opened.wait()
-
-    def _on_open(self, task_status: trio.TaskStatus[None]) -> None:
-        log.info("%s: opened %s at %d baud", self.name, self.port, self.baudrate)
-        if self._opens == 0:
-            task_status.started()
-        else:
-            self.health.restarts += 1
-        self._opens += 1
-        self._opened.set()
-        self._opened = trio.Event()
+        await self._reopener.wait_open(opens)
 
     async def _pump(self, port: SerialPort, send: trio.MemorySendChannel[Sample]) -> None:
+        log.info("%s: opened %s at %d baud", self.name, self.port, self.baudrate)
         while True:
             data = await port.receive_some(RECEIVE_BYTES)
             skipped_before = self._framer.skipped_bytes

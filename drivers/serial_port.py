@@ -13,15 +13,23 @@ end of file (what a pty or USB adapter does when unplugged), become
 port after :meth:`SerialPort.aclose` raises :class:`trio.ClosedResourceError`, as Trio
 streams do.
 
-This module does not retry or reopen; that is the driver's job (:mod:`drivers.gps`).
+Reopening: :class:`Reopener` is the one open → use → reopen-with-backoff loop every serial
+driver runs (:mod:`drivers.gps`, :mod:`drivers.node.driver`, :mod:`drivers.modbus.bus`).
+When the port breaks (unplugged adapter, vanished pty) or cannot be opened, it counts the
+failure under the health kind ``serial``, waits with exponential backoff and jitter
+(``backoff_s`` doubling up to ``max_backoff_s``, reset once a port opens) and reopens the
+same path, so a udev or simulator symlink that comes back is picked up. It calls
+``task_status.started()`` the first time the port opens and counts every later open in
+``health.restarts``. What a driver does with an open port is the driver's business.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import random
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NoReturn, TypeVar
 
 import serial
 import trio
@@ -29,9 +37,15 @@ import trio
 from drivers.errors import SerialBroken
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    import logging
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+    from contextlib import AbstractAsyncContextManager
+
+    from drivers.base import DriverHealth
 
 DEFAULT_MAX_BYTES: Final = 4096
+
+PortT = TypeVar("PortT")
 
 
 @contextmanager
@@ -124,3 +138,79 @@ async def open_serial_port(path: str, baudrate: int = 9600) -> AsyncIterator[Ser
         yield port
     finally:
         await port.aclose()
+
+
+class Reopener:
+    """Keeps one serial port open for a driver, reopening it after it breaks.
+
+    Args:
+        label: names the port in log lines (the driver name or the port path).
+        health: the driver's health; gets ``serial`` errors and ``restarts``.
+        logger: the driver's logger, so log lines keep naming the driver's module.
+        backoff_s: first delay before reopening; doubles after each failed attempt.
+        max_backoff_s: the longest delay between attempts.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        health: DriverHealth,
+        logger: logging.Logger,
+        *,
+        backoff_s: float,
+        max_backoff_s: float,
+    ) -> None:
+        self.label = label
+        self.health = health
+        self.opens = 0
+        self._log = logger
+        self._backoff_s = backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._opened = trio.Event()  # set (and replaced) each time a port opens
+
+    async def run(
+        self,
+        open_port: Callable[[], AbstractAsyncContextManager[PortT]],
+        use: Callable[[PortT], Awaitable[object]],
+        *,
+        on_broken: Callable[[], object] | None = None,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> NoReturn:
+        """Open a port with ``open_port()`` and await ``use(port)``, forever.
+
+        The port is whatever ``open_port()`` yields (a :class:`SerialPort` in the drivers).
+
+        ``use`` returning (the driver decided the port is broken) or raising
+        :class:`~drivers.errors.SerialBroken` closes the port and starts the backoff;
+        ``on_broken()`` runs after each ``SerialBroken`` (e.g. to reset a framer). Any
+        other exception ends the loop.
+        """
+        delay = self._backoff_s
+        while True:
+            try:
+                async with open_port() as port:
+                    self._on_open(task_status)
+                    delay = self._backoff_s
+                    await use(port)
+            except SerialBroken as exc:
+                self._log.warning("%s: %s; reopening in about %.1f s", self.label, exc, delay)
+                self.health.count_error("serial", str(exc))
+                if on_broken is not None:
+                    on_broken()
+            # Jitter keeps many gateways on one flaky hub from retrying in lockstep.
+            await trio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - not crypto
+            delay = min(delay * 2, self._max_backoff_s)
+
+    async def wait_open(self, opens: int = 1) -> None:
+        """Wait until a port has been opened at least ``opens`` times in total."""
+        while self.opens < opens:
+            await self._opened.wait()
+
+    def _on_open(self, task_status: trio.TaskStatus[None]) -> None:
+        if self.opens == 0:
+            task_status.started()
+        else:
+            self.health.restarts += 1
+        self.opens += 1
+        self._opened.set()
+        self._opened = trio.Event()

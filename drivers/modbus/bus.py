@@ -16,14 +16,14 @@ for the next one), counting those bytes as skipped.
 Errors: a reply that does not decode raises :class:`~drivers.errors.DecodeError`; a slave
 that does not answer in time raises :class:`ModbusTimeout`; a port that fails raises
 :class:`~drivers.errors.SerialBroken` and is reopened by :meth:`ModbusBus.serve` with
-backoff and jitter. Nothing here decides what to poll (see :mod:`drivers.modbus.driver`).
+backoff and jitter (:class:`~drivers.serial_port.Reopener`). Nothing here decides what to
+poll (see :mod:`drivers.modbus.driver`).
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import random
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final
 
@@ -32,7 +32,7 @@ import trio
 
 from drivers.errors import DriverError, SerialBroken
 from drivers.modbus.rtu import ReplyReader, encode_request
-from drivers.serial_port import SerialPort
+from drivers.serial_port import Reopener, SerialPort
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -111,32 +111,22 @@ class ModbusBus:
         self.health = health
         self.gap_s = frame_gap_s(baudrate)
         self.transactions = 0
-        self._backoff_s = backoff_s
-        self._max_backoff_s = max_backoff_s
+        self._reopener = Reopener(
+            path, health, log, backoff_s=backoff_s, max_backoff_s=max_backoff_s
+        )
         self._lock = trio.Lock()
         self._port: SerialPort | None = None
         self._opened = trio.Event()  # set (and replaced) each time a port opens
         self._broken = trio.Event()
         self._last_activity = -1.0
-        self._opens = 0
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Open the port, and reopen it whenever a transaction reports it broken."""
-        delay = self._backoff_s
-        while True:
-            try:
-                async with open_rs485(self.path, self.baudrate, self.parity, self.stopbits) as p:
-                    self._on_open(p, task_status)
-                    delay = self._backoff_s
-                    await self._broken.wait()
-            except SerialBroken as exc:
-                self.health.count_error("serial", str(exc))
-                log.warning("%s: %s; reopening in about %.1f s", self.path, exc, delay)
-            finally:
-                self._port = None
-                self._broken = trio.Event()
-            await trio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter only
-            delay = min(delay * 2, self._max_backoff_s)
+        await self._reopener.run(
+            lambda: open_rs485(self.path, self.baudrate, self.parity, self.stopbits),
+            self._hold,
+            task_status=task_status,
+        )
 
     async def transact(self, request: ReadRequest, timeout_s: float) -> Reply:
         """Send ``request`` when the bus is free and return the slave's reply.
@@ -201,13 +191,15 @@ class ModbusBus:
         self._port = None
         self._broken.set()
 
-    def _on_open(self, port: SerialPort, task_status: trio.TaskStatus[None]) -> None:
+    async def _hold(self, port: SerialPort) -> None:
+        # Lend the port to transactions until one of them reports it broken; returning makes
+        # the Reopener close it and reopen after its backoff.
         log.info("%s: opened at %d baud", self.path, self.baudrate)
         self._port = port
         self._opened.set()
         self._opened = trio.Event()
-        if self._opens == 0:
-            task_status.started()
-        else:
-            self.health.restarts += 1
-        self._opens += 1
+        try:
+            await self._broken.wait()
+        finally:
+            self._port = None
+            self._broken = trio.Event()

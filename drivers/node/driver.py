@@ -17,13 +17,13 @@ Timestamps: a record's age on the node is ``now-ms - t-ms``. Readings younger th
 are back-dated from the gateway's wall clock by their age, with clock source ``NONE``
 because the result mixes the node's uptime with the gateway's clock.
 
-Reopening after the port breaks follows :mod:`drivers.gps` (backoff with jitter, same path).
+Reopening after the port breaks: :class:`~drivers.serial_port.Reopener` (backoff with jitter,
+same path), as in :mod:`drivers.gps`.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -35,7 +35,7 @@ from drivers.errors import ConfigError, DecodeError, SerialBroken
 from drivers.node.framing import NodeFramer, encode_frame
 from drivers.node.messages import Ack, decode_message, encode_message
 from drivers.node.session import NodeSession
-from drivers.serial_port import open_serial_port
+from drivers.serial_port import Reopener, open_serial_port
 from protocol.events import ClockSource, Reading
 
 if TYPE_CHECKING:
@@ -98,12 +98,12 @@ class NodeSerialDriver:
         self.health = DriverHealth()
         self.session = NodeSession()
         self._store_timeout_s = store_timeout_s
-        self._backoff_s = backoff_s
-        self._max_backoff_s = max_backoff_s
+        self._reopener = Reopener(
+            name, self.health, log, backoff_s=backoff_s, max_backoff_s=max_backoff_s
+        )
         self._framer = NodeFramer()
         self._send_lock = trio.Lock()
         self._port: SerialPort | None = None
-        self._opens = 0
 
     async def run(
         self,
@@ -112,25 +112,15 @@ class NodeSerialDriver:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve the node forever, reopening the port when it breaks."""
-        delay = self._backoff_s
         # Ack waiters outlive a port: a batch stored after an unplug is still acknowledged
         # (on the reopened port), so the session never waits for an ack task that was lost.
         async with trio.open_nursery() as waiters:
-            while True:
-                try:
-                    async with open_serial_port(self.port, self.baudrate) as port:
-                        self._on_open(task_status)
-                        delay = self._backoff_s
-                        self._port = port
-                        await self._pump(port, send, waiters)
-                except SerialBroken as exc:
-                    log.warning("%s: %s; reopening in about %.1f s", self.name, exc, delay)
-                    self.health.count_error("serial", str(exc))
-                    self._count_bad(self._framer.reset())
-                finally:
-                    self._port = None
-                await trio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter only
-                delay = min(delay * 2, self._max_backoff_s)
+            await self._reopener.run(
+                lambda: open_serial_port(self.port, self.baudrate),
+                lambda port: self._serve_port(port, send, waiters),
+                on_broken=lambda: self._count_bad(self._framer.reset()),
+                task_status=task_status,
+            )
 
     def statistics(self) -> dict[str, Any]:
         """Node-link counters (health); the session's counters plus link state."""
@@ -147,13 +137,15 @@ class NodeSerialDriver:
             "given_up": counters.given_up,
         }
 
-    def _on_open(self, task_status: trio.TaskStatus[None]) -> None:
+    async def _serve_port(
+        self, port: SerialPort, send: trio.MemorySendChannel[Sample], nursery: trio.Nursery
+    ) -> None:
         log.info("%s: opened %s at %d baud", self.name, self.port, self.baudrate)
-        if self._opens == 0:
-            task_status.started()
-        else:
-            self.health.restarts += 1
-        self._opens += 1
+        self._port = port
+        try:
+            await self._pump(port, send, nursery)
+        finally:
+            self._port = None
 
     async def _pump(
         self, port: SerialPort, send: trio.MemorySendChannel[Sample], nursery: trio.Nursery
