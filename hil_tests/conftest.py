@@ -15,6 +15,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--baudrate", type=int, default=9600, help="its line speed (9600)")
     group.addoption("--ble-adapter", help="BlueZ adapter to scan with, e.g. hci0")
     group.addoption(
+        "--ble-gatt-address",
+        help="address of a BLE sensor offering the Environmental Sensing service, e.g. "
+        "AA:BB:CC:DD:EE:FF (uses --ble-adapter, default hci0)",
+    )
+    group.addoption(
         "--modbus-port",
         help="RS-485 adapter with a Modbus RTU slave attached, e.g. /dev/ttyUSB1",
     )
@@ -63,3 +68,11 @@ def node_port(request: pytest.FixtureRequest) -> str:
     if not port:
         pytest.skip("no node board given: run with --node-port /dev/ttyACM0")
     return port
+
+
+@pytest.fixture
+def ble_gatt_address(request: pytest.FixtureRequest) -> str:
+    address: str | None = request.config.getoption("--ble-gatt-address")
+    if not address:
+        pytest.skip("no GATT sensor given: run with --ble-gatt-address AA:BB:CC:DD:EE:FF")
+    return address.upper()
