@@ -43,6 +43,7 @@ import trio
 from bench.ws_choice import machine_info, process_cpu_s
 from cloud.home import CoreHome, init_home, load_config
 from cloud.registry import Registry, issue_gateway_credentials
+from cloud.storage import sqlite_ops as ops
 from cloud.storage.sqlite_schema import connect_writer
 from cloud.tokens import TokenIssuer
 from protocol import codec
@@ -242,11 +243,19 @@ def check_store(events_db: Path, gateways: dict[str, list[int]]) -> dict[str, fl
     doubled: a (gateway, seq) stored more than once. Both must be 0."""
     with sqlite3.connect(events_db) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        rows = db.execute(
-            "SELECT gateway, COUNT(*), COUNT(DISTINCT seq), MAX(seq) FROM events"
-            " WHERE tenant = ? GROUP BY gateway",
-            (TENANT,),
-        ).fetchall()
+        columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+        if "gateway" in columns:  # names stored in every row (store schema 1)
+            select = (
+                "SELECT gateway, COUNT(*), COUNT(DISTINCT seq), MAX(seq) FROM events"
+                " WHERE tenant = ? GROUP BY gateway"
+            )
+        else:  # tenants and gateways in their own tables (store schema 2)
+            select = (
+                "SELECT g.name, COUNT(*), COUNT(DISTINCT e.seq), MAX(e.seq) FROM events e"
+                " JOIN gateways g ON g.id = e.gateway_id JOIN tenants t ON t.id = e.tenant_id"
+                " WHERE t.name = ? GROUP BY g.name"
+            )
+        rows = db.execute(select, (TENANT,)).fetchall()
     stored = {gateway: (count, distinct, top) for gateway, count, distinct, top in rows}
     lost = doubled = extra = total = 0
     for gateway, (generated, acked) in gateways.items():
@@ -284,10 +293,8 @@ def ingredients(batches: list[bytes], rounds: int, workdir: Path) -> dict[str, A
     """cbor2 decoding + SQLite insertion (same schema, FULL sync), one commit per 8 batches."""
     path = workdir / "ingredients.sqlite"
     conn = connect_writer(path, "FULL")
-    insert = (
-        "INSERT OR IGNORE INTO events (gateway, seq, tenant, device, wall_ns, mono_ns, boot_id,"
-        " clock, received_ns, readings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
+    # The store's own rows: integer ids from its name dictionaries, its INSERT statement.
+    names = ops.Names()
     events = 0
     started = time.perf_counter()
     cpu = time.process_time()
@@ -295,12 +302,24 @@ def ingredients(batches: list[bytes], rounds: int, workdir: Path) -> dict[str, A
         conn.execute("BEGIN IMMEDIATE")
         for i, data in enumerate(batches):
             message = cbor2.loads(data)
-            gateway = f"gw-{r}-{i}"
+            tenant_id = names.tenant(conn, TENANT)
+            gateway_id = names.gateway(conn, tenant_id, f"gw-{r}-{i}")
             now = time.time_ns()
             conn.executemany(
-                insert,
+                ops.INSERT_EVENT,
                 [
-                    (gateway, e[0], TENANT, e[1], e[4], e[3], e[2], e[5], now, cbor2.dumps(e[6]))
+                    (
+                        tenant_id,
+                        names.device(conn, tenant_id, e[1]),
+                        e[4],
+                        gateway_id,
+                        e[0],
+                        e[3],
+                        e[2],
+                        e[5],
+                        now,
+                        cbor2.dumps(e[6]),
+                    )
                     for e in message[1]
                 ],
             )

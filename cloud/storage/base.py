@@ -88,7 +88,13 @@ class EventStore(Protocol):
     """Durable, deduplicating, tenant-confined event storage (see the module docstring)."""
 
     async def store_batch(
-        self, tenant: str, gateway: str, events: Sequence[Event], received_ns: int
+        self,
+        tenant: str,
+        gateway: str,
+        events: Sequence[Event],
+        received_ns: int,
+        *,
+        validated: bool = False,
     ) -> StoreResult:
         """Store a batch durably, skipping events already stored.
 
@@ -97,6 +103,10 @@ class EventStore(Protocol):
             gateway: the gateway id.
             events: the batch, in any order; a seq repeated within it counts as a duplicate.
             received_ns: the core's wall-clock time of arrival.
+            validated: the caller guarantees that every event passed
+                :mod:`protocol.codec` decoding (which bounds every integer to 64 bits and
+                yields only exact ``str``/``bytes``/``bool``/``int``/``float`` values), so the
+                store skips its own check. Leave it ``False`` for events built any other way.
 
         Returns:
             Counts and the gateway's new ``acked_seq``.

@@ -18,12 +18,14 @@ This module does no I/O, reads no clock and draws no randomness.
 
 from __future__ import annotations
 
+import math
+import struct
 from typing import TYPE_CHECKING, Final
 
 import cbor2
 
 from cloud.storage.errors import InvalidEvent, InvalidQuery, StorageBroken
-from protocol.events import ClockSource, Event, Reading
+from protocol.events import ClockSource, Event, Reading, Value
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -34,8 +36,63 @@ _VALUE_TYPES: Final = frozenset({bool, int, float, str, bytes})
 
 
 def encode_readings(readings: Iterable[Reading]) -> bytes:
-    """The CBOR blob stored for an event's readings."""
-    return cbor2.dumps([[r.name, r.unit, r.value] for r in readings])
+    """The CBOR blob stored for an event's readings: exactly the bytes of
+    ``cbor2.dumps([[name, unit, value], ...])``, built faster.
+
+    This runs once per stored event on the storage writer. ``cbor2.dumps`` of the list costs
+    about 3.5 µs for four readings (``bench/storage.py`` batches); here each ``[name, unit``
+    prefix is encoded once and cached (a sensor sends the same names every time), and the
+    common values are written directly in the form cbor2 chooses (RFC 8949 §3: the shortest
+    head for an integer or a length, a 64-bit float for a finite float). Anything else (big
+    integers, non-finite floats) goes through cbor2 itself.
+    """
+    items = readings if isinstance(readings, tuple | list) else tuple(readings)
+    parts = [_head(0x80, len(items))]
+    prefixes = _PREFIXES
+    for r in items:
+        prefix = prefixes.get((r.name, r.unit))
+        if prefix is None:
+            if len(prefixes) >= _MAX_PREFIXES:  # bounded: names come from the network
+                prefixes.clear()
+            prefix = prefixes[r.name, r.unit] = b"\x83" + cbor2.dumps(r.name) + cbor2.dumps(r.unit)
+        parts.append(prefix)
+        parts.append(_value(r.value))
+    return b"".join(parts)
+
+
+_PREFIXES: Final[dict[tuple[str, str], bytes]] = {}
+_MAX_PREFIXES: Final = 4_096
+_DOUBLE: Final = struct.Struct(">Bd").pack
+_UINT64_LIMIT: Final = 2**64
+
+
+def _head(major: int, n: int) -> bytes:
+    # RFC 8949 §3: the argument in the initial byte below 24, else in 1, 2, 4 or 8 bytes.
+    if n < 24:
+        return bytes((major | n,))
+    if n < 0x100:
+        return bytes((major | 24, n))
+    if n < 0x10000:
+        return bytes((major | 25,)) + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return bytes((major | 26,)) + n.to_bytes(4, "big")
+    return bytes((major | 27,)) + n.to_bytes(8, "big")
+
+
+def _value(value: Value) -> bytes:
+    # Exact types (type() is, not isinstance): bool is an int subclass but encodes apart.
+    if type(value) is float and math.isfinite(value):
+        return _DOUBLE(0xFB, value)
+    if type(value) is int and -_UINT64_LIMIT <= value < _UINT64_LIMIT:
+        return _head(0x00, value) if value >= 0 else _head(0x20, -1 - value)
+    if type(value) is bool:
+        return b"\xf5" if value else b"\xf4"
+    if type(value) is str:
+        data = value.encode("utf-8")
+        return _head(0x60, len(data)) + data
+    if type(value) is bytes:
+        return _head(0x40, len(value)) + value
+    return cbor2.dumps(value)
 
 
 def decode_readings(blob: bytes) -> tuple[Reading, ...]:
@@ -48,30 +105,44 @@ def decode_readings(blob: bytes) -> tuple[Reading, ...]:
         items = cbor2.loads(blob)
     except (cbor2.CBORDecodeError, ValueError, TypeError) as exc:
         raise StorageBroken("stored readings are not valid CBOR") from exc
-    if not isinstance(items, list):
+    if type(items) is not list:
         raise StorageBroken("stored readings are not a CBOR array")
-    return tuple(_reading(item) for item in items)
+    return tuple([_reading(item) for item in items])
 
 
 def _reading(item: object) -> Reading:
-    if not (isinstance(item, list) and len(item) == 3):
+    # Runs for every reading of every row a query returns: exact-type checks only.
+    if type(item) is not list or len(item) != 3:
         raise StorageBroken("stored reading is not a [name, unit, value] triple")
     name, unit, value = item
-    if not (isinstance(name, str) and isinstance(unit, str) and _is_value(value)):
+    if type(name) is not str or type(unit) is not str or type(value) not in _VALUE_TYPES:
         raise StorageBroken("stored reading has a field of the wrong type")
-    return Reading(name=name, unit=unit, value=value)
+    # Same shortcut as protocol.codec: a frozen dataclass's __init__ sets each field through
+    # object.__setattr__, which was half the cost of decoding a page; the slot descriptors
+    # set the same fields after the checks above, giving the value __init__ would give.
+    reading = _new(Reading)
+    _set_name(reading, name)
+    _set_unit(reading, unit)
+    _set_value(reading, value)
+    return reading
 
 
-def _is_value(value: object) -> bool:
-    return type(value) in _VALUE_TYPES
+_new = object.__new__
+_set_name = Reading.__dict__["name"].__set__
+_set_unit = Reading.__dict__["unit"].__set__
+_set_value = Reading.__dict__["value"].__set__
+
+
+_CLOCKS: Final = {int(c): c for c in ClockSource}
 
 
 def clock_source(code: int) -> ClockSource:
     """The :class:`ClockSource` for a stored code; :class:`StorageBroken` if unknown."""
-    try:
-        return ClockSource(code)
-    except ValueError as exc:
-        raise StorageBroken(f"stored clock source {code} is unknown") from exc
+    # A dict lookup: ClockSource(code) costs several times more, once per row of a page.
+    found = _CLOCKS.get(code)
+    if found is None:
+        raise StorageBroken(f"stored clock source {code} is unknown")
+    return found
 
 
 def check_batch(tenant: str, gateway: str, events: Sequence[Event], received_ns: int) -> None:

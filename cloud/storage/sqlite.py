@@ -213,6 +213,9 @@ class SqliteEventStore:
     def __init__(self, writer: _ConnectionThread, reader: _ConnectionThread, key: bytes) -> None:
         self._writer = writer
         self._reader = reader
+        # Each used only on its connection's thread (one job at a time, so no lock).
+        self._writer_names = ops.Names()
+        self._reader_names = ops.Names()
         self._key = key
         self._pending: deque[_Request] = deque()
         self._committing: trio.Event | None = None
@@ -234,11 +237,18 @@ class SqliteEventStore:
         return cls(writer, reader, key)
 
     async def store_batch(
-        self, tenant: str, gateway: str, events: Sequence[Event], received_ns: int
+        self,
+        tenant: str,
+        gateway: str,
+        events: Sequence[Event],
+        received_ns: int,
+        *,
+        validated: bool = False,
     ) -> StoreResult:
         """See :meth:`~.base.EventStore.store_batch`."""
         self._check_open()
-        check_batch(tenant, gateway, events, received_ns)
+        if not validated:
+            check_batch(tenant, gateway, events, received_ns)
         request = _Request(ops.BatchWrite(tenant, gateway, tuple(events), received_ns))
         self._pending.append(request)
         try:
@@ -259,7 +269,9 @@ class SqliteEventStore:
         """See :meth:`~.base.EventStore.acked_seq`."""
         self._check_open()
         check_query(tenant, [gateway], [])
-        return await self._reader.run(partial(ops.acked_seq, tenant=tenant, gateway=gateway))
+        return await self._reader.run(
+            partial(ops.acked_seq, names=self._reader_names, tenant=tenant, gateway=gateway)
+        )
 
     async def query_events(
         self,
@@ -282,7 +294,9 @@ class SqliteEventStore:
         after = None if cursor is None else decode_cursor(self._key, scope, cursor)
         # One extra row tells whether another page exists without a second query.
         rows = await self._reader.run(
-            partial(ops.select_page, query=query, after=after, limit=limit + 1)
+            partial(
+                ops.select_page, names=self._reader_names, query=query, after=after, limit=limit + 1
+            )
         )
         if len(rows) <= limit:
             return EventPage(events=tuple(rows), next_cursor=None)
@@ -294,7 +308,9 @@ class SqliteEventStore:
         """See :meth:`~.base.EventStore.count_events`."""
         self._check_open()
         check_query(tenant, [], [])
-        return await self._reader.run(partial(ops.count_events, tenant=tenant))
+        return await self._reader.run(
+            partial(ops.count_events, names=self._reader_names, tenant=tenant)
+        )
 
     def statistics(self) -> StoreStatistics:
         """Commit and batch counters since the store was opened."""
@@ -349,7 +365,11 @@ class SqliteEventStore:
             # caller in it, whatever happens to the leader.
             with trio.CancelScope(shield=True):
                 outcomes = await self._writer.run(
-                    partial(ops.write_group, batches=[r.batch for r in group])
+                    partial(
+                        ops.write_group,
+                        names=self._writer_names,
+                        batches=[r.batch for r in group],
+                    )
                 )
             self._deliver(group, outcomes)
         except BaseException as exc:

@@ -1,30 +1,44 @@
 """The SQLite schema, its migrations, and how connections are configured.
 
-Schema (version 1)::
+Schema (version 2)::
 
     schema_version(version)                       one row: the applied migration count
     meta(name PK, value)                          store-wide secrets (the cursor HMAC key)
-    gateways((tenant, gateway) PK, acked_seq)     WITHOUT ROWID; one row per gateway
-    events(gateway, seq, tenant, device, wall_ns, mono_ns, boot_id, clock,
-           received_ns, readings)                 WITHOUT ROWID, PRIMARY KEY (gateway, seq)
-    index events_by_device (tenant, device, wall_ns)
-    index events_by_time   (tenant, wall_ns)
+    tenants(id PK, name UNIQUE)                   dictionary: tenant name -> small integer
+    gateways(id PK, tenant_id, name, acked_seq)   dictionary + high-water mark;
+                                                  UNIQUE (tenant_id, name)
+    devices(id PK, tenant_id, name)               dictionary; UNIQUE (tenant_id, name)
+    events(tenant_id, device_id, wall_ns, gateway_id, seq, mono_ns, boot_id, clock,
+           received_ns, readings)                 WITHOUT ROWID, PRIMARY KEY
+                                                  (tenant_id, device_id, wall_ns, gateway_id, seq)
+    unique index events_identity (gateway_id, seq)     the deduplication key
+    index events_by_time (tenant_id, wall_ns)          tenant-wide and gateway queries
 
 Why this shape:
 
-* ``events`` is clustered on ``(gateway, seq)``: the primary key *is* the deduplication key,
-  so ``INSERT OR IGNORE`` dedups with no extra index, and a gateway's inserts append at the
-  right edge of its key range. WITHOUT ROWID (SQLite docs, "The WITHOUT ROWID
-  Optimization") avoids a second B-tree for the rowid.
-* In a WITHOUT ROWID table every secondary index entry ends with the primary key, so the two
-  indexes really are ``(tenant, device, wall_ns, gateway, seq)`` and ``(tenant, wall_ns,
-  gateway, seq)``: exactly the query order, so keyset pages are index range scans with no
-  sort step, with or without a device filter. The two indexes cost about 40% of the raw
-  insert rate (``python -m bench.storage``, "schema"); without them every tenant query is a
-  full table scan, which no REST page can afford once the table is large.
+* ``events`` is clustered on ``(tenant_id, device_id, wall_ns, ...)``: one device's readings
+  over a time range are ONE contiguous key range of the table itself, so the query the REST
+  API serves most (a device-day, a page at a time) reads a few adjacent leaf pages, with no
+  index-to-table hop per row. WITHOUT ROWID (SQLite docs, "The WITHOUT ROWID Optimization")
+  makes the primary key the table's own B-tree.
+* Deduplication is the UNIQUE index ``(gateway_id, seq)``: ``INSERT OR IGNORE`` skips a row
+  that conflicts with it. A gateway id implies its tenant, so this is the old
+  ``(tenant, gateway, seq)`` identity. The index's entries end with the rest of the primary
+  key, about 20 bytes each.
+* Tenant, gateway and device names are stored once, in dictionary tables, and rows carry
+  small integers (1-2 bytes in SQLite's varint record format) instead of repeating the text
+  in the row and in every index entry. Ids are never reused or renumbered.
+* ``events_by_time`` serves queries without a device filter; its entries end with
+  ``(device_id, gateway_id, seq)``, the rest of the primary key, from which SQLite finds the
+  row.
 * ``readings`` is a CBOR blob (see :mod:`cloud.storage.codec` for CBOR vs JSON).
 * ``gateways.acked_seq`` is updated in the same transaction as the events, so the high-water
   mark a gateway is told can never be ahead of what is on disk.
+
+Version 1 (the first release) clustered events on ``(tenant, gateway, seq)`` with text keys
+and two text indexes; :func:`_integer_ids_v2` rewrites such a store in place the first time
+this code opens it (one transaction: it needs free disk space of about the store's size for
+the new table and the WAL, and takes about as long as the store's own fill rate allows).
 
 Migrations: :data:`MIGRATIONS` is an append-only list; entry ``i`` takes the schema from
 version ``i`` to ``i + 1`` and runs inside the transaction that records the new version. A
@@ -78,8 +92,72 @@ def _create_v1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX events_by_time ON events (tenant, wall_ns)")
 
 
+#: The version-2 events table (also what the bulk fill of ``bench/query_scale.py`` uses).
+EVENTS_TABLE: Final = (
+    "CREATE TABLE {name} ("
+    " tenant_id INTEGER NOT NULL, device_id INTEGER NOT NULL, wall_ns INTEGER NOT NULL,"
+    " gateway_id INTEGER NOT NULL, seq INTEGER NOT NULL, mono_ns INTEGER NOT NULL,"
+    " boot_id BLOB NOT NULL, clock INTEGER NOT NULL, received_ns INTEGER NOT NULL,"
+    " readings BLOB NOT NULL,"
+    " PRIMARY KEY (tenant_id, device_id, wall_ns, gateway_id, seq)) WITHOUT ROWID"
+)
+#: The events table's secondary indexes, by name. Created after a bulk copy (a sorted
+#: build is much faster than maintaining them row by row).
+EVENT_INDEXES: Final = {
+    "events_identity": "CREATE UNIQUE INDEX events_identity ON events (gateway_id, seq)",
+    "events_by_time": "CREATE INDEX events_by_time ON events (tenant_id, wall_ns)",
+}
+
+
+def _integer_ids_v2(conn: sqlite3.Connection) -> None:
+    """Version 1 -> 2: dictionary tables and events clustered by (tenant, device, time)."""
+    conn.execute("CREATE TABLE tenants (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)")
+    conn.execute(
+        "CREATE TABLE gateway_ids (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
+        " name TEXT NOT NULL, acked_seq INTEGER NOT NULL, UNIQUE (tenant_id, name))"
+    )
+    conn.execute(
+        "CREATE TABLE devices (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
+        " name TEXT NOT NULL, UNIQUE (tenant_id, name))"
+    )
+    # Every gateway with events has a gateways row: version 1 wrote both in one transaction.
+    conn.execute("INSERT INTO tenants (name) SELECT DISTINCT tenant FROM gateways ORDER BY 1")
+    conn.execute(
+        "INSERT INTO gateway_ids (tenant_id, name, acked_seq)"
+        " SELECT t.id, g.gateway, g.acked_seq FROM gateways g JOIN tenants t ON t.name = g.tenant"
+        " ORDER BY 1, 2"
+    )
+    # Reads the (tenant, device, wall_ns) index only, not the table.
+    conn.execute(
+        "INSERT INTO devices (tenant_id, name)"
+        " SELECT DISTINCT t.id, e.device FROM events e JOIN tenants t ON t.name = e.tenant"
+        " ORDER BY 1, 2"
+    )
+    conn.execute(EVENTS_TABLE.format(name="events_v2"))
+    # Inserted in primary-key order, so every row appends at the right edge of the B-tree.
+    conn.execute(
+        "INSERT INTO events_v2 SELECT t.id, d.id, e.wall_ns, g.id, e.seq, e.mono_ns, e.boot_id,"
+        " e.clock, e.received_ns, e.readings FROM events e"
+        " JOIN tenants t ON t.name = e.tenant"
+        " JOIN gateway_ids g ON g.tenant_id = t.id AND g.name = e.gateway"
+        " JOIN devices d ON d.tenant_id = t.id AND d.name = e.device"
+        " ORDER BY 1, 2, 3, 4, 5"
+    )
+    copied = conn.execute("SELECT count(*) FROM events_v2").fetchone()[0]
+    original = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    if copied != original:
+        # Only possible if a version-1 row had no gateways row; refuse rather than drop it.
+        raise SchemaError(f"migration to version 2 copied {copied} of {original} events")
+    conn.execute("DROP TABLE events")  # drops its two indexes with it
+    conn.execute("DROP TABLE gateways")
+    conn.execute("ALTER TABLE events_v2 RENAME TO events")
+    conn.execute("ALTER TABLE gateway_ids RENAME TO gateways")
+    for ddl in EVENT_INDEXES.values():
+        conn.execute(ddl)
+
+
 #: Append-only: never edit an entry that has shipped, add a new one.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1,)
+MIGRATIONS: Final[tuple[Migration, ...]] = (_create_v1, _integer_ids_v2)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
