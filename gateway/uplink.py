@@ -7,8 +7,9 @@ A thin Trio shell around :class:`protocol.session.UplinkSession`. For each conne
 2. ``Hello`` with the oldest seq still in the outbox; the ``Welcome`` says what the core has
    already stored, and that part of the outbox is released at once.
 3. A sender task reads events after the last one sent, in batches sized by the session's
-   flow-control window; a receiver task applies cumulative acks to the outbox (the only way
-   an event ever leaves it).
+   flow-control window, and sends the bytes the outbox stored for them (encoded once, at
+   append); a receiver task applies cumulative acks to the outbox (the only way an event
+   ever leaves it).
 
 When the link breaks, everything unacknowledged is simply read again from the outbox on the
 next connection: the outbox, not memory, is the retransmission buffer. Reconnects back off
@@ -28,7 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.trio.client import ClientConnection, connect
 
 from protocol import limits
-from protocol.errors import ProtocolError
+from protocol.errors import MessageTooBig, ProtocolError
 from protocol.messages import Command, Flow
 from protocol.session import Acked, PeerError, UplinkSession, Welcomed
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import Awaitable, Callable
 
-    from gateway.outbox import AsyncOutbox
+    from gateway.outbox import AsyncOutbox, StoredEvent
     from protocol.messages import Scalar
 
     CommandHandler: TypeAlias = Callable[[Command], Awaitable[tuple[bool, dict[str, Scalar]]]]
@@ -177,21 +178,29 @@ class Uplink:
 
     async def _send(self, connection: ClientConnection, session: UplinkSession) -> None:
         s = self.settings
+        backlog = False
         while True:
-            window = min(session.send_window(), s.batch_max_events)
+            # Draining a backlog (the last read filled its batch), batches grow to the core's
+            # limit: each costs the core one commit, so fewer, larger ones drain faster
+            # (docs/performance.md, drain). Live traffic keeps the configured size.
+            limit = session.max_batch_events if backlog else s.batch_max_events
+            window = min(session.send_window(), limit)
             if window == 0:
                 await self._wait_for_ack()
                 continue
-            events = await self.outbox.read_after(session.last_sent_seq, window)
+            events = await self.outbox.read_encoded_after(session.last_sent_seq, window)
             if not events:
+                backlog = False
                 await self.outbox.wait_for_events_after(session.last_sent_seq)
                 if s.batch_max_delay_s > 0:
                     # Let a burst accumulate into one batch instead of many small ones.
                     await trio.sleep(s.batch_max_delay_s)
                 continue
-            await connection.send(session.batch(tuple(events)))
+            backlog = len(events) == window
+            data, sent = _fitting_batch(session, events)
+            await connection.send(data)
             self.health.batches_sent += 1
-            self.health.events_sent += len(events)
+            self.health.events_sent += sent
 
     async def _release_acked(self) -> None:
         """Remove acknowledged events from the outbox, coalescing acks that arrive meanwhile."""
@@ -239,6 +248,21 @@ class Uplink:
                     log.warning("core reported %s: %s", code.name, reason)
                 case _:
                     log.debug("ignored %s from the core", type(event).__name__)
+
+
+def _fitting_batch(session: UplinkSession, events: list[StoredEvent]) -> tuple[bytes, int]:
+    """The batch of the first events of ``events`` that fits the core's message size limit.
+
+    Large events (blobs) can make a full batch too big to send; halving until it fits keeps
+    the link moving instead of failing on the same batch at every reconnect.
+    """
+    while True:
+        try:
+            return session.batch_of_encoded(events), len(events)
+        except MessageTooBig:
+            if len(events) == 1:
+                raise
+            events = events[: len(events) // 2]
 
 
 def _binary(data: str | bytes) -> bytes:

@@ -41,6 +41,8 @@ from protocol.messages import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from protocol.events import Event
 
 #: Flow control the core grants unless configured otherwise.
@@ -133,12 +135,29 @@ class UplinkSession:
             raise SequenceError(f"seq {events[0].seq} not above last sent {self.last_sent_seq}")
         if len(events) > self.send_window():
             raise MessageTooBig(f"{len(events)} events exceed the send window")
-        data = codec.encode(Batch(events))
+        return self._sent(events[-1].seq, len(events), codec.encode(Batch(events)))
+
+    def batch_of_encoded(self, events: Sequence[tuple[int, bytes]]) -> bytes:
+        """As :meth:`batch`, for ``(seq, fields)`` pairs from :func:`codec.encode_event_fields`.
+
+        The same checks and bookkeeping; the bytes are those :meth:`batch` would give.
+        """
+        if not self.is_open:
+            raise SequenceError("batch before the core's welcome")
+        if not events:
+            raise DecodeError("an empty batch is not sent")
+        if events[0][0] <= self.last_sent_seq:
+            raise SequenceError(f"seq {events[0][0]} not above last sent {self.last_sent_seq}")
+        if len(events) > self.send_window():
+            raise MessageTooBig(f"{len(events)} events exceed the send window")
+        return self._sent(events[-1][0], len(events), codec.encode_batch_of_encoded(events))
+
+    def _sent(self, last_seq: int, count: int, data: bytes) -> bytes:
         if len(data) > self.max_message_bytes:
             raise MessageTooBig(f"batch of {len(data)} bytes exceeds {self.max_message_bytes}")
-        self.last_sent_seq = events[-1].seq
-        self._inflight.append((events[-1].seq, len(events)))
-        self.inflight_events += len(events)
+        self.last_sent_seq = last_seq
+        self._inflight.append((last_seq, count))
+        self.inflight_events += count
         return data
 
     def result(self, command_id: int, ok: bool, detail: dict[str, Scalar]) -> bytes:

@@ -21,10 +21,14 @@ from drivers.base import Sample
 from gateway.clock import Stamper
 from gateway.errors import OutboxError, OutboxFull
 from gateway.outbox import (
+    LOSS_INVALID_EVENT,
     LOSS_OUTBOX_FULL,
     Outbox,
+    StoredEvent,
     decode_event_body,
+    decode_stored_body,
     encode_event_body,
+    encode_stored_body,
     open_outbox,
 )
 from protocol.events import ClockSource, Event, Reading
@@ -57,8 +61,8 @@ def all_events(box: Outbox) -> list[Event]:
 
 def test_append_assigns_consecutive_seqs_and_stamps(db_path: Path) -> None:
     with Outbox(db_path, make_stamper()) as box:
-        first = box.append(samples(3))
-        second = box.append(samples(2, device="dev-2"))
+        first = [s.event() for s in box.append(samples(3))]
+        second = [s.event() for s in box.append(samples(2, device="dev-2"))]
     assert [e.seq for e in first + second] == [1, 2, 3, 4, 5]
     assert [e.device for e in second] == ["dev-2", "dev-2"]
     assert all(e.boot_id == BOOT_ID and e.clock is ClockSource.NTP for e in first)
@@ -67,7 +71,7 @@ def test_append_assigns_consecutive_seqs_and_stamps(db_path: Path) -> None:
 
 def test_read_after_returns_what_append_returned_in_order(db_path: Path) -> None:
     with Outbox(db_path, make_stamper()) as box:
-        appended = box.append(samples(10))
+        appended = [s.event() for s in box.append(samples(10))]
         assert box.read_after(0, 100) == appended
         assert box.read_after(4, 3) == appended[4:7]
         assert box.read_after(10, 100) == []
@@ -193,18 +197,74 @@ def test_unknown_schema_version_is_refused(db_path: Path) -> None:
 
 def test_corrupt_row_raises_outbox_error() -> None:
     with pytest.raises(OutboxError, match="stored event 3 is corrupt"):
+        decode_stored_body(3, b"\xff\x00")
+    with pytest.raises(OutboxError, match="stored event 4 is corrupt"):
+        decode_stored_body(4, encode_stored_body_with_bad_device())
+
+
+def encode_stored_body_with_bad_device() -> bytes:
+    import cbor2
+
+    # The six fields after the seq, without their array head, as the outbox stores them.
+    return cbor2.dumps([7, BOOT_ID, 1, 2, 1, [{0: "n", 2: 1}]], canonical=True)[1:]
+
+
+values = st.one_of(
+    st.integers(min_value=-(2**63) + 1, max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+    st.booleans(),
+    st.binary(max_size=20),
+)
+
+
+@given(
+    device=st.text(min_size=1, max_size=20),
+    mono=st.integers(min_value=0, max_value=2**63 - 1),
+    wall=st.integers(min_value=-(2**63) + 1, max_value=2**63 - 1),
+    clock=st.sampled_from(ClockSource),
+    readings=st.lists(
+        st.tuples(st.text(min_size=1, max_size=10), st.text(max_size=5), values),
+        min_size=1,
+        max_size=5,
+    ),
+)
+def test_stored_body_round_trips(
+    device: str,
+    mono: int,
+    wall: int,
+    clock: ClockSource,
+    readings: list[tuple[str, str, int | float | str | bool | bytes]],
+) -> None:
+    event = Event(
+        seq=42,
+        device=device,
+        boot_id=BOOT_ID,
+        mono_ns=mono,
+        wall_ns=wall,
+        clock=clock,
+        readings=tuple(Reading(*r) for r in readings),
+    )
+    decoded = decode_stored_body(42, encode_stored_body(event))
+    assert decoded == event
+    # bool is an int subclass: equality alone would not notice True coming back as 1.
+    assert [type(r.value) for r in decoded.readings] == [type(r.value) for r in event.readings]
+
+
+def test_corrupt_version_1_row_raises_outbox_error() -> None:
+    with pytest.raises(OutboxError, match="stored event 3 is corrupt"):
         decode_event_body(3, b"\xff\x00")
     with pytest.raises(OutboxError, match="stored event 4 is corrupt"):
-        decode_event_body(4, encode_event_body_with_bad_device())
+        decode_event_body(4, encode_v1_body_with_bad_device())
 
 
-def encode_event_body_with_bad_device() -> bytes:
+def encode_v1_body_with_bad_device() -> bytes:
     import cbor2
 
     return cbor2.dumps([7, BOOT_ID, 1, 2, 1, []])
 
 
-values = st.one_of(
+v1_values = st.one_of(
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.floats(allow_nan=False),
     st.text(max_size=20),
@@ -218,9 +278,9 @@ values = st.one_of(
     mono=st.integers(min_value=0, max_value=2**63 - 1),
     wall=st.integers(min_value=0, max_value=2**63 - 1),
     clock=st.sampled_from(ClockSource),
-    readings=st.lists(st.tuples(st.text(max_size=10), st.text(max_size=5), values), max_size=5),
+    readings=st.lists(st.tuples(st.text(max_size=10), st.text(max_size=5), v1_values), max_size=5),
 )
-def test_event_body_round_trips(
+def test_version_1_body_round_trips(
     device: str,
     mono: int,
     wall: int,
@@ -240,6 +300,57 @@ def test_event_body_round_trips(
     assert decoded == event
     # bool is an int subclass: equality alone would not notice True coming back as 1.
     assert [type(r.value) for r in decoded.readings] == [type(r.value) for r in event.readings]
+
+
+def test_samples_the_link_refuses_are_counted_and_never_stored(db_path: Path) -> None:
+    # Stored, a NaN or a nameless reading would be refused by the core at every resend and
+    # hold the link up for good; the ledger makes the drop visible instead.
+    bad = [
+        Sample("dev-1", (Reading("temperature", "Cel", float("nan")),)),
+        Sample("dev-1", (Reading("", "Cel", 1.0),)),
+        Sample("dev-1", ()),
+    ]
+    with Outbox(db_path, make_stamper()) as box:
+        stored = box.append([*samples(2), *bad, *samples(1)])
+        assert [s.seq for s in stored] == [1, 2, 3]
+        assert [e.seq for e in all_events(box)] == [1, 2, 3]
+        assert box.losses() == {LOSS_INVALID_EVENT: 3}
+        assert box.statistics().next_seq == 4
+
+
+def test_a_version_1_file_is_upgraded_in_place(db_path: Path) -> None:
+    import sqlite3
+
+    import cbor2
+
+    db = sqlite3.connect(db_path)
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID")
+    db.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+    db.execute(
+        "CREATE TABLE losses (reason TEXT PRIMARY KEY, count INTEGER NOT NULL) WITHOUT ROWID"
+    )
+    meta = {"next_seq": 8, "acked_upto": 4, "appended": 7, "acked": 4}
+    db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+    v1 = [
+        (5, cbor2.dumps(["dev-1", BOOT_ID, 10, 20, 1, [["temperature", "Cel", 21.5]]])),
+        (6, cbor2.dumps(["dev-1", BOOT_ID, 11, 21, 1, [["temperature", "Cel", float("inf")]]])),
+        (7, cbor2.dumps(["dev-2", BOOT_ID, 12, 22, 0, [["on", "", True], ["raw", "", b"\x01"]]])),
+    ]
+    db.executemany("INSERT INTO events VALUES (?, ?)", v1)
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    with Outbox(db_path, make_stamper()) as box:
+        events = all_events(box)
+        # The refused event never left the gateway, nor did any after it: they close the gap.
+        assert [e.seq for e in events] == [5, 6]
+        assert events[0].readings == (Reading("temperature", "Cel", 21.5),)
+        assert events[1].readings == (Reading("on", "", True), Reading("raw", "", b"\x01"))
+        assert events[1].clock is ClockSource.NONE
+        assert box.losses() == {LOSS_INVALID_EVENT: 1}
+        assert box.depth() == 2
+        assert box.append(samples(1))[0].seq == 7
+        assert box._conn().execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 # -- crash safety ---------------------------------------------------------------------------
@@ -300,8 +411,10 @@ async def test_events_survive_sigkill_and_seqs_continue(db_path: Path) -> None:
 async def test_async_wrapper_round_trip(db_path: Path) -> None:
     with trio.fail_after(5):
         async with open_outbox(db_path, make_stamper()) as box:
-            events = await box.append(samples(3))
+            events = [s.event() for s in await box.append(samples(3))]
             assert await box.read_after(0, 10) == events
+            encoded = await box.read_encoded_after(0, 10)  # from the in-memory tail
+            assert [stored.event() for stored in encoded] == events
             assert await box.ack(2) == 2
             assert await box.depth() == 1
             assert await box.oldest() == events[2]
@@ -312,7 +425,7 @@ async def test_async_wrapper_round_trip(db_path: Path) -> None:
 
 
 async def test_concurrent_appends_get_unique_contiguous_seqs(db_path: Path) -> None:
-    results: list[list[Event]] = []
+    results: list[list[StoredEvent]] = []
 
     async def producer(device: str) -> None:
         for _ in range(5):
@@ -324,7 +437,7 @@ async def test_concurrent_appends_get_unique_contiguous_seqs(db_path: Path) -> N
                 for i in range(8):
                     nursery.start_soon(producer, f"dev-{i}")
                     nursery.start_soon(box.read_after, 0, 10)
-            stored = await box.read_after(0, 1000)
+            stored = await box.read_encoded_after(0, 1000)
     seqs = sorted(e.seq for batch in results for e in batch)
     assert seqs == list(range(1, 8 * 5 * 4 + 1))
     assert stored == sorted((e for batch in results for e in batch), key=lambda e: e.seq)
@@ -371,7 +484,7 @@ def test_durability_settings(db_path: Path) -> None:
 
 def test_renumber_above_moves_waiting_events_past_the_cores_seqs(db_path: Path) -> None:
     with Outbox(db_path, make_stamper()) as box:
-        appended = box.append(samples(3))
+        appended = [s.event() for s in box.append(samples(3))]
         assert box.renumber_above(10) == 3
         moved = all_events(box)
         assert [e.seq for e in moved] == [11, 12, 13]
