@@ -57,6 +57,18 @@ bench *args: venv
 bench-ingest *args: venv
     {{py}} -m bench.ingest {{args}}
 
+# A gateway's outbox (1,000,000 readings buffered while the core was down) draining to the core.
+bench-drain *args: venv
+    {{py}} -m bench.drain {{args}}
+
+# A real gateway process with every driver kind of the simulated site: its memory.
+bench-memory *args: venv
+    {{py}} -m bench.gateway_memory {{args}}
+
+# Soak: a gateway process → a core process at half the max rate for 30 min; memory over time.
+bench-soak *args: venv
+    {{py}} -m bench.soak {{args}}
+
 # Build the gateway's Debian package into dist/.
 deb *args: venv
     {{py}} -m deploy.build_deb {{args}}
