@@ -10,7 +10,8 @@ A thin Trio shell around :class:`protocol.session.CoreSession`:
 * **Commands.** Once ``Welcome`` is sent the link is attached to ``commands`` (the fleet
   agent's :class:`cloud.fleet.agent.CommandHub`), which sends each ``Command`` and
   receives its ``Result``.
-* **Ingest.** A reader task decodes messages and queues batches; a writer task takes every
+* **Ingest.** A reader task decodes messages and queues batches; a writer task (started
+  with the link's first batch, so an idle link costs neither it nor its queue) takes every
   batch queued so far, stores them in one call, and only after the store has committed sends
   one cumulative ack and publishes the events on the bus. Reading the next batch while the
   previous one commits keeps one link and the store busy at once.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import resource
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -66,6 +68,12 @@ QUEUED_BATCHES = 8
 #: RFC 6455 leaves 4000-4999 to applications: the token expired or was revoked mid-link.
 CLOSE_TOKEN_ENDED = 4401
 CLOSE_REPLACED = 4409
+#: Keepalive: a ping this often on an open link, closed 1011 if its pong is this late. The
+#: interval is longer than the timeout: websockets' Trio keepalive waits ``interval -
+#: latency`` before the next ping, and stops with an error if a pong came later than the
+#: interval. At 10,000 links this is 333 pings a second.
+PING_INTERVAL_S = 30
+PING_TIMEOUT_S = 20
 
 Authenticate = Callable[[str], Awaitable[Principal]]
 #: Checks a DPoP proof for a token (``cloud.enrolment.LinkProof``); raises ProofError.
@@ -145,6 +153,7 @@ class LinkServer:
         async def started(server_port: int) -> None:
             task_status.started(server_port)
 
+        raise_open_files_limit()  # a descriptor per link
         listeners = await open_logged_listeners(host, port, self.access_log, "link")
         async with trio.open_nursery() as nursery:
             server = await nursery.start(
@@ -159,8 +168,8 @@ class LinkServer:
                     server_header=None,  # no version banner
                     create_connection=_LinkConnection,
                     open_timeout=10,
-                    ping_interval=20,
-                    ping_timeout=20,
+                    ping_interval=PING_INTERVAL_S,
+                    ping_timeout=PING_TIMEOUT_S,
                     task_status=task_status,
                 )
             )
@@ -232,6 +241,12 @@ class LinkServer:
         assert isinstance(connection, _LinkConnection)
         principal = connection.principal
         assert principal is not None  # _process_request refuses the handshake otherwise
+        # The upgrade request's headers (the bearer token among them) are not needed once
+        # the principal is known: dropping them saves about 4 KiB per link and keeps no
+        # token in memory for the life of the link. The request itself stays: websockets
+        # reads ``connection.request is None`` to tell the handshake from later frames.
+        if connection.request is not None:
+            connection.request.headers = Headers()
         peer = _address(connection)
         key = (principal.tenant, principal.id)
         previous = self._active.get(key)
@@ -261,7 +276,7 @@ class LinkServer:
             )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Link:
     server: LinkServer
     connection: ServerConnection
@@ -271,56 +286,63 @@ class _Link:
 
     async def run(self) -> None:
         session = CoreSession(self.principal.id)
-        send, receive = trio.open_memory_channel[tuple["Event", ...]](QUEUED_BATCHES)
-        async with trio.open_nursery() as ingest:
-            ingest.start_soon(self._store_and_ack, session, receive)
-            async with send, trio.open_nursery() as live:
-                try:
-                    await self._read(session, send, live)
-                except ProtocolError as exc:
-                    await self._fail(exc)
-                except (ConnectionClosed, trio.BrokenResourceError):
-                    pass  # peer gone, or the store task ended the link
-                live.cancel_scope.cancel()
-            # Batches read before the link ended are still stored: they were valid.
+        async with trio.open_nursery() as ingest, trio.open_nursery() as live:
+            try:
+                await self._read(session, ingest, live)
+            except ProtocolError as exc:
+                await self._fail(exc)
+            except (ConnectionClosed, trio.BrokenResourceError):
+                pass  # peer gone, or the store task ended the link
+            live.cancel_scope.cancel()
+            # The ingest nursery then waits for the store task, so batches read before the
+            # link ended are still stored: they were valid.
 
     async def _read(
-        self,
-        session: CoreSession,
-        batches: trio.MemorySendChannel[tuple[Event, ...]],
-        nursery: trio.Nursery,
+        self, session: CoreSession, ingest: trio.Nursery, nursery: trio.Nursery
     ) -> None:
-        while True:
-            try:
-                data = await self.connection.recv()
-            except ConnectionClosed:
-                return
-            if isinstance(data, str):
-                await self._close(1003, "text frames are not accepted; send binary CBOR")
-                return
-            match session.receive(data):
-                case HelloReceived():
-                    acked = await self.server.store.acked_seq(
-                        self.principal.tenant, self.principal.id
-                    )
-                    await self.connection.send(session.welcome(secrets.token_hex(8), acked))
-                    # Lifecycle commands (status, configure, update) are for gateways only.
-                    if (
-                        self.server.commands is not None
-                        and self.principal.kind is PrincipalKind.GATEWAY
-                    ):
-                        self.server.commands.attach(self.principal, session, self.connection)
-                case BatchReceived(events):
-                    self._check_publish(events)
-                    await batches.send(events)
-                case Subscribe() as request:
-                    await self._subscribe(session, request, nursery)
-                case Result() as result:
-                    self.server.access_log.record(
-                        "link.result", principal=self.principal.id, command=result.command_id
-                    )
-                    if self.server.commands is not None:
-                        self.server.commands.resolve(self.principal, result)
+        # The batch queue and its store task start with the first batch: a link that sends
+        # none (a module that only subscribes) never pays for them.
+        batches: trio.MemorySendChannel[tuple[Event, ...]] | None = None
+        try:
+            while True:
+                try:
+                    data = await self.connection.recv()
+                except ConnectionClosed:
+                    return
+                if isinstance(data, str):
+                    await self._close(1003, "text frames are not accepted; send binary CBOR")
+                    return
+                match session.receive(data):
+                    case HelloReceived():
+                        acked = await self.server.store.acked_seq(
+                            self.principal.tenant, self.principal.id
+                        )
+                        await self.connection.send(session.welcome(secrets.token_hex(8), acked))
+                        # Lifecycle commands (status, configure, update) are for gateways only.
+                        if (
+                            self.server.commands is not None
+                            and self.principal.kind is PrincipalKind.GATEWAY
+                        ):
+                            self.server.commands.attach(self.principal, session, self.connection)
+                    case BatchReceived(events):
+                        self._check_publish(events)
+                        if batches is None:
+                            batches, queued = trio.open_memory_channel[tuple["Event", ...]](
+                                QUEUED_BATCHES
+                            )
+                            ingest.start_soon(self._store_and_ack, session, queued)
+                        await batches.send(events)
+                    case Subscribe() as request:
+                        await self._subscribe(session, request, nursery)
+                    case Result() as result:
+                        self.server.access_log.record(
+                            "link.result", principal=self.principal.id, command=result.command_id
+                        )
+                        if self.server.commands is not None:
+                            self.server.commands.resolve(self.principal, result)
+        finally:
+            if batches is not None:
+                batches.close()  # the store task ends once it has stored what was queued
 
     def _check_publish(self, events: tuple[Event, ...]) -> None:
         for device in {e.device for e in events}:
@@ -441,6 +463,21 @@ def _close_code(connection: ServerConnection) -> int | None:
     if sent is not None:
         return int(sent.code)
     return connection.close_code
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit; return the new limit.
+
+    Every link holds a socket; many systems start processes with a soft limit of 1,024,
+    which would refuse the 1,025th link with EMFILE.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        with contextlib.suppress(ValueError, OSError):
+            # Linux refuses RLIM_INFINITY for this limit: fall back to a large number.
+            target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def _address(connection: ServerConnection) -> str:

@@ -20,6 +20,17 @@ second lies in the measured window), then ``done`` with each gateway's last gene
 last acknowledged seq, and this process's CPU time and peak memory. A gateway that fails
 writes ``{"kind": "error", ...}`` and the process exits non-zero. It does not reconnect: a
 broken link in a benchmark is a result to report.
+
+Hold mode (``FleetPlan.mode == "hold"``, used by ``bench/links.py``). Each gateway connects
+(at most ``handshakes`` TLS handshakes at once per process, started at most
+``handshake_rate`` per second), says ``Hello``, then stays connected and sends one small
+batch every ``trickle_s`` seconds, its first one at a point of that period set by its id so the
+fleet does not send in lockstep. It emits ``progress`` once a second and ``connected`` once
+every link of the part is up, and holds until a line arrives on stdin. Then every link
+still open sends a ping and waits for its pong and for the acks of everything it sent, and
+``held`` reports how many links were open and fully acknowledged, how many the core
+closed (by close code), the handshake latency histogram and this process's CPU time and
+memory. A link closed early is counted, not raised: in this mode it is the result.
 """
 
 from __future__ import annotations
@@ -39,10 +50,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.trio.client import ClientConnection, connect
 
 from protocol import limits
 from protocol.events import ClockSource, Event, Reading
+from protocol.messages import Command, Scalar
 from protocol.session import Acked, UplinkSession, Welcomed
 
 if TYPE_CHECKING:
@@ -113,6 +126,14 @@ class FleetPlan:
         warmup_s: load offered before the measured window (caches, imports, JIT-free
             warm-up of the core's first batches); its acks are not counted.
         duration_s: how long the measured window lasts; then the fleet drains and reports.
+        mode: ``"load"`` (offer load, the throughput benchmark) or ``"hold"`` (hold idle
+            links with a trickle of events, the links benchmark).
+        handshakes: TLS + WebSocket handshakes one process runs at once.
+        handshake_rate: handshakes one process starts per second at most; 0 is unpaced.
+        trickle_s: in hold mode, seconds between a link's small batches.
+        trickle_events: in hold mode, events per small batch.
+        answer_commands: in hold mode, answer the core's commands (``status``) as a gateway
+            does; without answers the core's fleet agent waits on one command per link.
     """
 
     url: str
@@ -124,6 +145,12 @@ class FleetPlan:
     max_inflight_events: int = 2_000
     warmup_s: float = 2.0
     duration_s: float = 10.0
+    mode: str = "load"
+    handshakes: int = MAX_HANDSHAKES
+    handshake_rate: float = 0.0
+    trickle_s: float = 60.0
+    trickle_events: int = 2
+    answer_commands: bool = True
 
     def write(self, path: Path) -> None:
         # The plan holds tokens: readable by the owner only.
@@ -187,6 +214,98 @@ class SimGateway:
                 await self._send(connection, session, stop)
                 # Drained: everything generated is acknowledged.
                 nursery.cancel_scope.cancel()
+
+    async def hold(
+        self,
+        ssl_context: ssl.SSLContext,
+        release: trio.Event,
+        handshakes: trio.Semaphore,
+        hold: HoldStats,
+    ) -> None:
+        """Hold one link open with a trickle of events until ``release``; count the outcome.
+
+        ``handshakes`` is held by the caller and released here once Welcome arrived.
+        """
+        started = trio.current_time()
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    connection = await stack.enter_async_context(self._connect(ssl_context))
+                    session = UplinkSession(self.gateway_id, SOFTWARE, os.urandom(16))
+                    await connection.send(session.hello(self.seq + 1))
+                    welcomed = session.receive(_binary(await connection.recv()))
+                finally:
+                    handshakes.release()
+                if not isinstance(welcomed, Welcomed):
+                    raise RuntimeError(f"{self.gateway_id}: core refused: {welcomed}")
+                hold.handshake.add((trio.current_time() - started) * 1e6)
+                self.seq = self.acked = welcomed.acked_seq
+                self.stats.connected += 1
+                if self.stats.connected == self.stats.expected:
+                    self.stats.all_connected.set()
+                closed: list[ConnectionClosed] = []
+                answered = False
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._receive_or_note, connection, session, closed, nursery)
+                    try:
+                        await self._trickle(connection, session, release)
+                        # Still open (a ping answered) and every event sent acknowledged.
+                        # No new batch: 10,000 of them at once would measure a burst.
+                        with trio.move_on_after(HOLD_FINAL_ACK_S):
+                            pong = await connection.ping()
+                            await pong.wait()
+                            while self.acked < self.seq:
+                                await self._changed.wait()
+                            answered = True
+                    except ConnectionClosed as exc:
+                        closed.append(exc)
+                    nursery.cancel_scope.cancel()
+                if closed:
+                    code = closed[0].rcvd.code if closed[0].rcvd is not None else None
+                    hold.closed[str(code)] = hold.closed.get(str(code), 0) + 1
+                elif not answered:
+                    hold.unacked += 1
+                else:
+                    hold.held += 1
+        except (
+            ConnectionClosed,
+            InvalidHandshake,
+            OSError,
+            trio.TooSlowError,
+            trio.BrokenResourceError,
+        ) as exc:
+            hold.failed[type(exc).__name__] = hold.failed.get(type(exc).__name__, 0) + 1
+
+    async def _receive_or_note(
+        self,
+        connection: ClientConnection,
+        session: UplinkSession,
+        closed: list[ConnectionClosed],
+        nursery: trio.Nursery,
+    ) -> None:
+        try:
+            await self._receive(connection, session)
+        except ConnectionClosed as exc:
+            closed.append(exc)
+            nursery.cancel_scope.cancel()
+
+    async def _trickle(
+        self, connection: ClientConnection, session: UplinkSession, release: trio.Event
+    ) -> None:
+        period = self.plan.trickle_s
+        # A random phase, so links that connected together do not send together.
+        with trio.move_on_after(period * (hash(self.gateway_id) % 1000) / 1000):
+            await release.wait()
+        while not release.is_set():
+            await self._send_events(connection, session, self.plan.trickle_events)
+            with trio.move_on_after(period):
+                await release.wait()
+
+    async def _send_events(
+        self, connection: ClientConnection, session: UplinkSession, count: int
+    ) -> None:
+        events = tuple(self._make(count, time.time_ns(), time.monotonic_ns()))
+        await connection.send(session.batch(events))
 
     def _connect(
         self, ssl_context: ssl.SSLContext
@@ -263,6 +382,13 @@ class SimGateway:
         stats = self.stats
         while True:
             message = session.receive(_binary(await connection.recv()))
+            if isinstance(message, Command) and self.plan.mode == "hold":
+                if not self.plan.answer_commands:
+                    continue
+                # The core asks every new link for its status (then every 30 s); a held
+                # link answers as a gateway with its configuration untouched would.
+                await connection.send(session.result(message.command_id, *_answer(message)))
+                continue
             if not isinstance(message, Acked):
                 continue
             now = time.time_ns()
@@ -290,6 +416,8 @@ class SimGateway:
         self._changed = trio.Event()
 
 
+#: In hold mode, how long a link waits at the end for its ping's pong and its last acks.
+HOLD_FINAL_ACK_S: Final = 60.0
 _READINGS: Final = sensor_readings()
 #: One boot id for the whole simulated fleet: the store keys events by (gateway, seq).
 _BOOT_ID: Final = bytes(range(16))
@@ -304,6 +432,32 @@ class FleetStats:
     window_started: float = field(default_factory=lambda: time.monotonic() + 3600.0)
     acked: int = 0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+
+@dataclass
+class HoldStats:
+    """What hold mode counts in one process."""
+
+    held: int = 0  # open at the end, every event acknowledged
+    unacked: int = 0  # open at the end, but a ping or an ack did not come back in time
+    closed: dict[str, int] = field(default_factory=dict)  # closed early, by close code
+    failed: dict[str, int] = field(default_factory=dict)  # handshake failed, by error
+    handshake: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    @property
+    def ended(self) -> int:
+        return self.held + self.unacked + sum(self.closed.values()) + sum(self.failed.values())
+
+
+def _answer(command: Command) -> tuple[bool, dict[str, Scalar]]:
+    if command.name == "status":
+        return True, {
+            "config_version": 0,
+            "config_pending": 0,
+            "refused_version": 0,
+            "refused_reason": "",
+        }
+    return False, {"error": f"unknown command {command.name}"}
 
 
 def _binary(data: str | bytes) -> bytes:
@@ -378,6 +532,87 @@ async def run_part(plan: FleetPlan, part: int, of: int) -> None:
     )
 
 
+async def run_hold(plan: FleetPlan, part: int, of: int) -> None:
+    """Hold this process's share of the links until a line (or EOF) arrives on stdin."""
+    raise_open_files_limit()
+    ssl_context = ssl.create_default_context(cafile=plan.ca_file)
+    stats = FleetStats()
+    hold = HoldStats()
+    release = trio.Event()
+    gateways = [
+        SimGateway(gateway_id, token, plan, stats) for gateway_id, token in plan.gateways[part::of]
+    ]
+    stats.expected = len(gateways)
+    async with trio.open_nursery() as outer:
+        outer.start_soon(_report_progress, stats, hold, release)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_release_on_stdin, release)
+            handshakes = trio.Semaphore(plan.handshakes)
+            pause = 1 / plan.handshake_rate if plan.handshake_rate > 0 else 0.0
+            for gateway in gateways:
+                await handshakes.acquire()  # released by the link once Welcome arrived
+                nursery.start_soon(gateway.hold, ssl_context, release, handshakes, hold)
+                if pause:
+                    await trio.sleep(pause)
+        outer.cancel_scope.cancel()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    _emit(
+        {
+            "kind": "held",
+            "links": len(gateways),
+            "held": hold.held,
+            "unacked": hold.unacked,
+            "closed": hold.closed,
+            "failed": hold.failed,
+            "events_sent": sum(g.seq for g in gateways),
+            "events_acked": sum(g.acked for g in gateways),
+            "handshake": hold.handshake.to_json(),
+            "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_kib": usage.ru_maxrss,
+        }
+    )
+
+
+async def _release_on_stdin(release: trio.Event) -> None:
+    # A line or EOF (the benchmark went away) ends the hold.
+    await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+    release.set()
+
+
+async def _report_progress(stats: FleetStats, hold: HoldStats, release: trio.Event) -> None:
+    announced = False
+    while True:
+        _emit(
+            {
+                "kind": "progress",
+                "connected": stats.connected,
+                "closed": sum(hold.closed.values()),
+                "failed": sum(hold.failed.values()),
+                "acked": stats.acked,
+            }
+        )
+        settled = stats.connected + sum(hold.failed.values()) >= stats.expected
+        if settled and not announced:
+            announced = True
+            _emit({"kind": "connected", "links": stats.connected})
+        await trio.sleep(1)
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit; return the new limit.
+
+    A process holding thousands of links needs a descriptor per link; many systems start
+    processes with a soft limit of 1,024.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        with contextlib.suppress(ValueError, OSError):
+            # RLIM_INFINITY is refused for this limit on Linux: fall back to a large number.
+            target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m simulators.fleet",
@@ -389,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = FleetPlan.read(args.plan)
     try:
-        trio.run(run_part, plan, args.part, args.of)
+        trio.run(run_hold if plan.mode == "hold" else run_part, plan, args.part, args.of)
     except Exception as exc:  # reported, not hidden: the bench counts it as a failed run
         while isinstance(exc, ExceptionGroup):
             exc = exc.exceptions[0]  # the first failure says what went wrong
