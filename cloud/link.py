@@ -366,8 +366,14 @@ class _Link:
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
             try:
+                # validated: the link codec already refused everything the store would
+                # (integer ranges, strict UTF-8 text, finite readings), so it is not checked twice.
                 result = await server.store.store_batch(
-                    self.principal.tenant, self.principal.id, events, server.clock_ns()
+                    self.principal.tenant,
+                    self.principal.id,
+                    events,
+                    server.clock_ns(),
+                    validated=True,
                 )
             except StorageError as exc:
                 # Nothing was acked, so nothing is lost: the peer resends after reconnecting.
