@@ -85,9 +85,13 @@ class BleGattDriver:
             )
             task_status.started()
 
+    def links(self, address: str) -> int:
+        """How many times ``address`` has been connected and subscribed so far."""
+        return self._links.get(address.upper(), 0)
+
     async def wait_linked(self, address: str, links: int = 1) -> None:
         """Wait until ``address`` has been connected and subscribed ``links`` times."""
-        while self._links.get(address.upper(), 0) < links:
+        while self.links(address) < links:
             await self._link_up.wait()
 
     async def wait_failures(self, kind: str, count: int = 1) -> None:

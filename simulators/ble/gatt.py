@@ -11,10 +11,11 @@ Every ``--period`` seconds each sensor notifies new values (the schedule is
 
 Fault injection, one command per line on stdin with ``--commands`` (``N`` is the sensor's
 position): ``hide N`` / ``show N`` (out of range and back: the link drops, the device
-cannot be found), ``drop N`` (the link drops, the device stays in range), ``corrupt N K``
-(its next K rounds of values are one byte short), ``unknown N K`` (next K rounds say
-"value is not known" for temperature and humidity), ``stall`` (``hci0`` stops passing on
-notifications while the links stay up). Each command is acknowledged with one line.
+cannot be found; a repeat changes nothing), ``drop N`` (the link drops, the device stays
+in range), ``corrupt N K`` (its next K rounds of values are one byte short),
+``unknown N K`` (next K rounds say "value is not known" for temperature and humidity),
+``stall`` (``hci0`` stops passing on notifications while the links stay up). Each command
+is acknowledged with one line.
 
 Programmatic entry points: :func:`run_gatt_peripheral` (asyncio, for a process that hosts
 the mock itself) and :func:`serve_gatt_peripheral` (Trio, for a mock running elsewhere on

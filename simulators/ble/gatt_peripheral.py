@@ -229,7 +229,11 @@ class GattPeripheral:
                 self.characteristics[uuid] = char
 
     async def show(self) -> None:
-        """Advertise and offer the GATT application (the device is in range)."""
+        """Advertise and offer the GATT application (the device is in range); a no-op if
+        it already is (the mock refuses a second registration, which would end the
+        simulator's command loop)."""
+        if self.visible:
+            return
         await call(
             self.bus,
             self.adapter_path,
@@ -250,7 +254,10 @@ class GattPeripheral:
 
     async def hide(self) -> None:
         """Fault: the device goes out of range. Its link to ``hci0`` drops and ``hci0``
-        forgets it, so a central can find it again only after :meth:`show`."""
+        forgets it, so a central can find it again only after :meth:`show`. A no-op if
+        it is out of range already."""
+        if not self.visible:
+            return
         self.visible = False
         await call(
             self.bus,
