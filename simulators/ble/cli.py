@@ -21,7 +21,7 @@ from simulators.ble.mock import start_mock, stop_reporting
 from simulators.ble.peripherals import ADDRESSES, KINDS, Peripheral
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Coroutine, Sequence
 
 SCANNER_ADDRESS = "00:AB:00:00:00:00"
 
@@ -79,7 +79,7 @@ async def _run(kinds: list[str], key: bytes | None, args: argparse.Namespace) ->
             line = await asyncio.wait_for(commands.get(), args.period)
             if line is None:
                 return
-            await _command(line, mock, devices)
+            await _answer(_command(line, mock, devices), line)
             continue
         if stall_at is not None and loop.time() >= stall_at:
             stall_at = None
@@ -104,6 +104,16 @@ async def _command(line: str, mock: Any, devices: dict[str, Peripheral]) -> None
             print(f"corrupting {kind} {count}", flush=True)
         case _:
             print(f"error: unknown command {line.strip()!r}", flush=True)
+
+
+async def _answer(command: Coroutine[Any, Any, None], line: str) -> None:
+    """Run one fault command; a refusal from the mock is answered, not fatal."""
+    # A tester's command that the mock BlueZ refuses (a D-Bus error) must not end the
+    # simulator: its private bus would go with it and every device would vanish.
+    try:
+        await command
+    except Exception as exc:
+        print(f"error: {line.strip()!r} failed: {exc}", flush=True)
 
 
 def _read_stdin(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
@@ -191,7 +201,7 @@ async def _run_gatt(addresses: list[str], args: argparse.Namespace) -> None:
         if args.commands:
             _read_stdin(asyncio.get_running_loop(), commands)
         while (line := await commands.get()) is not None:
-            await _gatt_command(line, mock, sensors)
+            await _answer(_gatt_command(line, mock, sensors), line)
     finally:
         for task in tasks:
             task.cancel()

@@ -167,3 +167,15 @@ async def test_device_that_disappears_and_returns_is_seen_again(simulator: trio.
         nursery.cancel_scope.cancel()
     assert set(seen) == {RUUVI}  # the allowlist kept the others out ...
     assert driver.health.errors_by_kind["filtered"] > 0  # ... and counted them
+
+
+async def test_a_refused_command_is_answered_and_the_simulator_goes_on(
+    simulator: trio.Process,
+) -> None:
+    with trio.fail_after(30):
+        await command(simulator, "hide ruuvi")
+        assert await readline(simulator) == "hidden ruuvi"
+        await command(simulator, "hide ruuvi")  # the mock refuses a second unregistration
+        assert (await readline(simulator)).startswith("error: 'hide ruuvi' failed:")
+        await command(simulator, "show ruuvi")
+        assert await readline(simulator) == "shown ruuvi"
