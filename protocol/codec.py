@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import itertools
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import cbor2
@@ -48,7 +49,7 @@ from protocol.messages import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
 # RFC 8428 §6: SenML's CBOR representation uses integer labels.
 SENML_NAME: Final = 0
@@ -72,10 +73,31 @@ def _refuse_tag(decoder: object, tag: object = None) -> NoReturn:
 # leaves no room for crafted hash collisions; array keys are refused after decoding and a
 # whole message is capped at MAX_MESSAGE_BYTES.
 
-# cbor2 only consults tag_hook for tags it has no built-in decoder for; the built-in ones are
-# overridden through semantic_decoders. Covering every 16-bit tag number plus the large ones
-# cbor2 knows (55799 is the self-describe tag) leaves no tag that decodes.
-_NO_SEMANTIC_TAGS: Final[dict[int, Callable[..., Any]]] = dict.fromkeys(range(65536), _refuse_tag)
+
+class _RefuseEveryTag(Mapping[int, "Callable[..., Any]"]):
+    """A semantic_decoders mapping that answers every tag number with :func:`_refuse_tag`.
+
+    cbor2 only consults tag_hook for tags it has no built-in decoder for; the built-in ones are
+    overridden through semantic_decoders, which its decoder reads with ``mapping[tag]`` alone.
+    Answering every key covers all tag numbers (0 to 2**64 - 1) with no table: a dict of every
+    16-bit tag number held 4.7 MiB in every process that imported this module.
+    """
+
+    def __getitem__(self, tag: int) -> Callable[..., Any]:
+        return _refuse_tag
+
+    # cbor2 only indexes it; listing no keys keeps a stray iteration from walking 2**64 tags.
+    def __len__(self) -> int:
+        return 0
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(())
+
+    def __contains__(self, tag: object) -> bool:
+        return True
+
+
+_NO_SEMANTIC_TAGS: Final = _RefuseEveryTag()
 
 
 def _loads(data: bytes) -> object:
