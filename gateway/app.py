@@ -39,6 +39,7 @@ from gateway.filter_send import filtered_channel
 from gateway.filters import SampleFilter, without_receipts
 from gateway.health import REPORT_INTERVAL_S, HealthReporter, system_report
 from gateway.outbox import open_outbox
+from gateway.tls import client_ssl_context
 from gateway.uplink import Uplink, UplinkSettings
 from gateway.watchdog import CountingRandom, Watchdog, watch_gateway
 
@@ -125,8 +126,6 @@ class Gateway:
                 background.cancel_scope.cancel()
 
     def _uplink_settings(self) -> UplinkSettings:
-        from cloud.pki import client_ssl_context
-
         uplink = self.config.uplink
         return UplinkSettings(
             url=uplink.url,

@@ -12,7 +12,8 @@ a key pair inside a PKCS#11 token (a TPM or secure element through its module).
 
 :func:`open_key_store` picks the store from the ``[device_key]`` section
 (:class:`gateway.config.DeviceKeyConfig`): the file store unless ``backend = "pkcs11"``.
-python-pkcs11 is imported only when the PKCS#11 store is chosen.
+python-pkcs11 is imported only when the PKCS#11 store is chosen, and cryptography and
+PyJWT only when a key is loaded or made: a gateway that is not enrolled never loads them.
 """
 
 from __future__ import annotations
@@ -23,14 +24,12 @@ import stat
 import tempfile
 from typing import TYPE_CHECKING, Protocol
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
-from cloud.fleet.dpop import public_jwk, thumbprint
 from gateway.errors import GatewayError
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from cryptography.hazmat.primitives.asymmetric import ed25519
 
     from cloud.fleet.dpop import Signer
     from gateway.config import DeviceKeyConfig
@@ -67,12 +66,16 @@ class _FileSigner:
         self._key = key
 
     def public_jwk(self) -> dict[str, str]:
+        from cloud.fleet.dpop import public_jwk
+
         return public_jwk(self._key.public_key())
 
     def sign(self, data: bytes) -> bytes:
         return self._key.sign(data)
 
     def __repr__(self) -> str:
+        from cloud.fleet.dpop import thumbprint
+
         return f"<device key {thumbprint(self.public_jwk())}>"
 
 
@@ -83,6 +86,9 @@ class FileKeyStore:
         self.path = path
 
     def load_or_create(self) -> Signer:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
         if not self.path.exists():
             self._create()
         mode = self.path.stat().st_mode
@@ -99,6 +105,9 @@ class FileKeyStore:
         return _FileSigner(key)
 
     def _create(self) -> None:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
         pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,

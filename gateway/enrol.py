@@ -34,13 +34,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-import httpx
-
-from cloud.fleet.dpop import make_proof
-from cloud.pki import client_ssl_context
 from gateway.config import write_config
 from gateway.device_key import FileKeyStore, open_key_store
 from gateway.errors import GatewayError
+from gateway.tls import client_ssl_context
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -77,6 +74,12 @@ async def enrol(boot: Path, data: Path, device_key: DeviceKeyConfig | None = Non
     config = data / CONFIG_FILE
     if _exists(config):
         return config
+    # Imported here: enrolment happens once, and a running gateway should not hold httpx
+    # (nor click and rich, which its package imports where they are installed) or PyJWT.
+    import httpx
+
+    from cloud.fleet.dpop import make_proof
+
     info, signer = _prepare(boot, data, device_key)
     url = f"{info['rest_url']}/api/v1/enrol"
     proof = make_proof(
@@ -183,6 +186,9 @@ class BoundCredentials:
         return self.proof_headers("GET", self.link_url)
 
     def proof_headers(self, method: str, url: str) -> dict[str, str]:
+        # Only enrolled gateways sign proofs; the others never load PyJWT.
+        from cloud.fleet.dpop import make_proof
+
         token = self.token()
         proof = make_proof(
             self.signer,

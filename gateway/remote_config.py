@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from cloud.fleet.bundle import BundleError, public_key_from_text
 from drivers.errors import DriverError
 from drivers.registry import make_driver
 from gateway.app import Gateway
@@ -299,6 +298,10 @@ class ManagedGateway:
         return True, {"update_state": "downloading"}
 
     async def _install(self, url: str, sha256: str, force: bool) -> None:
+        # Imported here: bundle checking needs cryptography (about 8 MiB resident), which a
+        # gateway that never takes an update should not carry.
+        from cloud.fleet.bundle import BundleError, public_key_from_text
+
         assert self.root is not None
         assert self.credentials is not None
         try:

@@ -41,17 +41,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from cloud.fleet.bundle import (
-    BundleError,
-    Manifest,
-    parse_version,
-    read_manifest,
-    verify_and_extract,
-)
 from gateway.errors import GatewayError
 
+# cloud.fleet.bundle (and with it cryptography, about 8 MiB resident) is imported by the
+# functions that verify a bundle, not here: the launcher and a gateway with no update to
+# install never need it.
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from cloud.fleet.bundle import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +110,8 @@ def install(
     Raises:
         UpdateError: bad signature or contents, or an older/equal version without ``force``.
     """
+    from cloud.fleet.bundle import BundleError, read_manifest, verify_and_extract
+
     try:
         manifest = read_manifest(bundle, key)
     except BundleError as exc:
@@ -249,6 +249,8 @@ def _switch(root: InstallRoot, version: str) -> None:
 
 
 def _newer(candidate: str, running: str) -> bool:
+    from cloud.fleet.bundle import BundleError, parse_version
+
     try:
         return parse_version(candidate) > parse_version(running)
     except BundleError:
@@ -293,7 +295,7 @@ async def download_and_install(
     import httpx
     import trio
 
-    from cloud.pki import client_ssl_context
+    from gateway.tls import client_ssl_context
 
     downloads = trio.Path(root.path / "downloads")
     await downloads.mkdir(parents=True, exist_ok=True)

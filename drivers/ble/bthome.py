@@ -13,15 +13,15 @@ packet gives :class:`~drivers.errors.DecodeError` of kind ``no_key`` or ``decryp
 Repeated objects (two temperature sensors) are named ``temperature``, ``temperature_2``...
 This module keeps no state: replay protection (a counter that must grow) belongs to the
 caller, which knows the device.
+
+``cryptography`` (about 7 MiB resident) is imported on the first encrypted packet that has a
+key, not with this module: most sites have no encrypted devices.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from drivers.ble.bthome_objects import OBJECTS, ObjectSpec
 from drivers.errors import DecodeError, InvalidValue
@@ -125,6 +125,8 @@ def encode_bthome(
     if key is None:
         return head + body
     assert mac is not None
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
     count = counter.to_bytes(_COUNTER_LEN, "little")
     sealed = AESCCM(key, tag_length=_MIC_LEN).encrypt(_nonce(mac, info, count), body, None)
     return head + sealed[:-_MIC_LEN] + count + sealed[-_MIC_LEN:]
@@ -137,6 +139,9 @@ def _decrypt(
         raise DecodeError("truncated", "encrypted packet without counter and MIC", data)
     if key is None or mac is None:
         raise DecodeError("no_key", "encrypted packet and no key (or MAC) for the device", data)
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
     ciphertext, count = body[: -_COUNTER_LEN - _MIC_LEN], body[-8:-4]
     try:
         plain = AESCCM(key, tag_length=_MIC_LEN).decrypt(
