@@ -207,10 +207,14 @@ async def test_oversized_message_is_refused_with_1009(core: RunningCore) -> None
 
         with pytest.raises(ConnectionClosed) as closed, trio.fail_after(5):
             await send_oversized_then_read()
-    assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == 1009
+    # The core's side is authoritative: it closed with 1009. The client usually reads that
+    # close frame too, but the core closes its socket with the rest of the payload unread,
+    # and the kernel's reset can then overtake the frame (seen now and then on a busy
+    # machine), so the client's view is checked only when the frame arrived.
     entry = await wait_for_log(core, "link.closed")
     assert entry["code"] == 1009
+    if closed.value.rcvd is not None:
+        assert closed.value.rcvd.code == 1009
 
 
 async def test_batch_before_hello_is_refused(core: RunningCore) -> None:
