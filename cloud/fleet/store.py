@@ -11,6 +11,14 @@ Contract:
 * A rollout is (tenant, version, percent, force); the newest one of a tenant is in force.
   Which gateways it reaches is decided by :func:`in_rollout`, a stable hash of the gateway
   id, so raising the percentage only adds gateways.
+* Every change of desired state (a configuration set, a rollout started) is logged in
+  ``fleet_changes`` by SQLite triggers, whichever process or connection made it, so the
+  agent finds what changed with one indexed read (:meth:`FleetStore.changes_since`) instead
+  of re-reading every gateway. Changes made through this object also call the callbacks
+  given to :meth:`FleetStore.subscribe` right after the commit. The log keeps the newest
+  ``CHANGE_LOG_ROWS`` entries; a reader that fell further behind is told so.
+* :meth:`FleetStore.record_reports` merges many gateways' reports in one transaction (one
+  commit, one fsync) so a large fleet's status answers cost a few commits a second.
 
 Not done here: talking to gateways (:mod:`cloud.fleet.agent`) or checking that a sensor
 table is valid (the gateway does, with its driver factories).
@@ -30,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 from cloud.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
 
 CONFIG_KEYS: Final = frozenset({"log_level", "sensors", "filters", "uplink", "rollback_after_s"})
@@ -39,6 +47,9 @@ UPLINK_KEYS: Final = frozenset(
 )
 #: 16 command arguments of 4 KiB each (cloud.fleet.agent.config_chunks).
 MAX_CONFIG_BYTES: Final = 64 * 1024
+#: Rows kept in ``fleet_changes`` (the literal in the triggers below); older ones are pruned
+#: by the trigger that adds a row.
+CHANGE_LOG_ROWS: Final = 10_000
 
 _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS fleet_config (
@@ -54,6 +65,17 @@ _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS fleet_rollouts (
         id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, version TEXT NOT NULL,
         percent INTEGER NOT NULL, force INTEGER NOT NULL, created_at REAL NOT NULL)""",
+    # gateway_id NULL: the change concerns every gateway of the tenant (a rollout).
+    """CREATE TABLE IF NOT EXISTS fleet_changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, gateway_id TEXT)""",
+    """CREATE TRIGGER IF NOT EXISTS fleet_config_changed AFTER INSERT ON fleet_config BEGIN
+        INSERT INTO fleet_changes (tenant, gateway_id) VALUES (new.tenant, new.gateway_id);
+        DELETE FROM fleet_changes
+            WHERE seq <= (SELECT max(seq) FROM fleet_changes) - 10000; END""",
+    """CREATE TRIGGER IF NOT EXISTS fleet_rollout_changed AFTER INSERT ON fleet_rollouts BEGIN
+        INSERT INTO fleet_changes (tenant, gateway_id) VALUES (new.tenant, NULL);
+        DELETE FROM fleet_changes
+            WHERE seq <= (SELECT max(seq) FROM fleet_changes) - 10000; END""",
 )
 
 
@@ -124,6 +146,7 @@ class FleetStore:
         self._now = now
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(db_path, check_same_thread=False, timeout=10.0)
+        self._listeners: list[Callable[[str, str | None], None]] = []
         with self._tx() as db:
             for statement in _SCHEMA:
                 db.execute(statement)
@@ -137,6 +160,43 @@ class FleetStore:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    # --- change notification ---------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[str, str | None], None]) -> Callable[[], None]:
+        """Call ``callback(tenant, gateway_id or None)`` after each change made through this
+        object (from the thread that made it); returns the function that unsubscribes."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback)
+
+    def latest_change(self) -> int:
+        """The sequence number of the newest logged change (0 when there is none)."""
+        with self._tx() as db:
+            (seq,) = db.execute("SELECT coalesce(max(seq), 0) FROM fleet_changes").fetchone()
+        return int(seq)
+
+    def changes_since(self, seq: int) -> tuple[int, list[tuple[str, str | None]] | None]:
+        """Changes logged after ``seq``: ``(newest seq, [(tenant, gateway id or None)])``.
+
+        The list is None when changes after ``seq`` were already pruned: the caller must then
+        treat every gateway as changed.
+        """
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT seq, tenant, gateway_id FROM fleet_changes WHERE seq > ? ORDER BY seq",
+                (seq,),
+            ).fetchall()
+            if not rows:
+                return seq, []
+            (oldest,) = db.execute("SELECT min(seq) FROM fleet_changes").fetchone()
+        newest = int(rows[-1][0])
+        if oldest > seq + 1:  # some were pruned before this reader saw them
+            return newest, None
+        return newest, [(tenant, gateway_id) for _seq, tenant, gateway_id in rows]
+
+    def _notify(self, tenant: str, gateway_id: str | None) -> None:
+        for callback in list(self._listeners):
+            callback(tenant, gateway_id)
 
     # --- configuration ---------------------------------------------------------------------
 
@@ -154,6 +214,7 @@ class FleetStore:
                 "INSERT INTO fleet_config VALUES (?, ?, ?, ?, ?)",
                 (tenant, gateway_id, desired.version, json.dumps(checked), desired.created_at),
             )
+        self._notify(tenant, gateway_id)
         return desired
 
     def desired_config(self, tenant: str, gateway_id: str) -> DesiredConfig | None:
@@ -171,16 +232,24 @@ class FleetStore:
 
     def record_report(self, tenant: str, gateway_id: str, report: dict[str, Any]) -> None:
         """Merge ``report`` into what the gateway reported before."""
+        self.record_reports({(tenant, gateway_id): report})
+
+    def record_reports(self, reports: Mapping[tuple[str, str], dict[str, Any]]) -> None:
+        """Merge each ``(tenant, gateway id) -> report`` in one transaction (one commit)."""
+        if not reports:
+            return
+        now = self._now()
         with self._tx() as db:
-            row = db.execute(
-                "SELECT report FROM fleet_reported WHERE tenant = ? AND gateway_id = ?",
-                (tenant, gateway_id),
-            ).fetchone()
-            merged = {**(json.loads(row[0]) if row else {}), **report}
-            db.execute(
-                "INSERT OR REPLACE INTO fleet_reported VALUES (?, ?, ?, ?)",
-                (tenant, gateway_id, json.dumps(merged, sort_keys=True), self._now()),
-            )
+            for (tenant, gateway_id), report in reports.items():
+                row = db.execute(
+                    "SELECT report FROM fleet_reported WHERE tenant = ? AND gateway_id = ?",
+                    (tenant, gateway_id),
+                ).fetchone()
+                merged = {**(json.loads(row[0]) if row else {}), **report}
+                db.execute(
+                    "INSERT OR REPLACE INTO fleet_reported VALUES (?, ?, ?, ?)",
+                    (tenant, gateway_id, json.dumps(merged, sort_keys=True), now),
+                )
 
     def reported(self, tenant: str, gateway_id: str) -> tuple[dict[str, Any], float | None]:
         with self._tx() as db:
@@ -224,6 +293,7 @@ class FleetStore:
                 "VALUES (?, ?, ?, ?, ?)",
                 (tenant, version, percent, int(force), rollout.created_at),
             )
+        self._notify(tenant, None)
         return rollout
 
     def rollout(self, tenant: str) -> Rollout | None:
