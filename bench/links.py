@@ -12,10 +12,10 @@ one real link token per gateway, starts ``assetbook core run`` and then:
    ``--handshakes`` handshakes at once and starts at most ``--rate``/``--processes`` per
    second;
 3. **hold**: once every link is up, all of them stay connected for ``--hold`` seconds with
-   the core's keepalive running (a ping every 20 s per link) and a trickle of events (each
+   the core's keepalive running (a ping every 30 s per link) and a trickle of events (each
    link one ``--trickle-events`` batch every ``--trickle`` seconds). Links answer the
    core's ``status`` commands as a gateway does (the fleet agent asks every new link, then
-   every 30 s), unless ``--no-answer``. The core's memory is read when the ramp ends and
+   about every 5 minutes), unless ``--no-answer``. The core's memory is read when the ramp ends and
    when the hold ends, its CPU over the hold;
 4. **check**: every link sends a ping and waits for its pong and for the acks of every
    event it sent; a link counts as held only if it was open at the end, answered, and had
