@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from drivers.ble.ess import CHARACTERISTICS
-from drivers.ble.scan_config import ScanConfig
+from drivers.ble.scan_config import ScanConfig, check_table_head, seconds
 from drivers.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -73,17 +73,7 @@ def parse_gatt_config(cfg: Mapping[str, object]) -> GattConfig:
     Raises:
         ConfigError: a missing, unknown or ill-typed key.
     """
-    unknown = sorted(set(cfg) - _KEYS)
-    if unknown:
-        raise ConfigError(key=unknown[0], reason=f"unknown key for a {KIND} driver")
-    if cfg.get("kind") != KIND:
-        raise ConfigError(key="kind", reason=f"expected {KIND!r}")
-    name = cfg.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError(key="name", reason="must be a non-empty string")
-    adapter = cfg.get("adapter", "hci0")
-    if not isinstance(adapter, str) or not re.fullmatch(r"hci\d+", adapter):
-        raise ConfigError(key="adapter", reason="must look like 'hci0'")
+    name, adapter = check_table_head(cfg, KIND, _KEYS)
     devices = cfg.get("devices")
     if not isinstance(devices, list) or not devices:
         raise ConfigError(key="devices", reason="must be a non-empty list of tables")
@@ -94,8 +84,8 @@ def parse_gatt_config(cfg: Mapping[str, object]) -> GattConfig:
     limit = cfg.get("max_connections", 4)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ConfigError(key="max_connections", reason="must be a whole number >= 1")
-    backoff = _seconds(cfg, "backoff_s", 1.0)
-    max_backoff = _seconds(cfg, "max_backoff_s", 60.0)
+    backoff = seconds(cfg, "backoff_s", 1.0)
+    max_backoff = seconds(cfg, "max_backoff_s", 60.0)
     if max_backoff < backoff:
         raise ConfigError(key="max_backoff_s", reason="must not be less than backoff_s")
     return GattConfig(
@@ -103,8 +93,8 @@ def parse_gatt_config(cfg: Mapping[str, object]) -> GattConfig:
         devices=parsed,
         adapter=adapter,
         max_connections=limit,
-        stall_s=_seconds(cfg, "stall_s", 60.0),
-        connect_timeout_s=_seconds(cfg, "connect_timeout_s", 10.0),
+        stall_s=seconds(cfg, "stall_s", 60.0),
+        connect_timeout_s=seconds(cfg, "connect_timeout_s", 10.0),
         backoff_s=backoff,
         max_backoff_s=max_backoff,
     )
@@ -139,10 +129,3 @@ def _device(value: object) -> GattDevice:
             )
         shorts.append(short)
     return GattDevice(address.upper(), name, tuple(shorts))
-
-
-def _seconds(cfg: Mapping[str, object], key: str, default: float) -> float:
-    value = cfg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(key=key, reason="must be a positive number of seconds")
-    return float(value)

@@ -63,17 +63,7 @@ class ScanConfig:
 
 def parse_scan_config(cfg: Mapping[str, object]) -> ScanConfig:
     """Validate a table. Raises ConfigError (never quoting a key's value)."""
-    unknown = sorted(set(cfg) - _KEYS)
-    if unknown:
-        raise ConfigError(key=unknown[0], reason=f"unknown key for a {KIND} driver")
-    if cfg.get("kind") != KIND:
-        raise ConfigError(key="kind", reason=f"expected {KIND!r}")
-    name = cfg.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError(key="name", reason="must be a non-empty string")
-    adapter = cfg.get("adapter", "hci0")
-    if not isinstance(adapter, str) or not re.fullmatch(r"hci\d+", adapter):
-        raise ConfigError(key="adapter", reason="must look like 'hci0'")
+    name, adapter = check_table_head(cfg, KIND, _KEYS)
     expect = cfg.get("expect_adverts")
     if expect is not None and not isinstance(expect, bool):
         raise ConfigError(key="expect_adverts", reason="must be true or false")
@@ -85,10 +75,10 @@ def parse_scan_config(cfg: Mapping[str, object]) -> ScanConfig:
         ),
         allow_services=frozenset(_service(s) for s in _list(cfg, "allow_services")),
         keys=_keys(cfg.get("keys", {})),
-        stall_s=_seconds(cfg, "stall_s", 60.0),
+        stall_s=seconds(cfg, "stall_s", 60.0),
         expect_adverts=expect,
-        backoff_s=_seconds(cfg, "backoff_s", 0.5),
-        max_backoff_s=_seconds(cfg, "max_backoff_s", 30.0),
+        backoff_s=seconds(cfg, "backoff_s", 0.5),
+        max_backoff_s=seconds(cfg, "max_backoff_s", 30.0),
     )
 
 
@@ -126,7 +116,29 @@ def _keys(value: object) -> dict[str, bytes]:
     return out
 
 
-def _seconds(cfg: Mapping[str, object], key: str, default: float) -> float:
+def check_table_head(cfg: Mapping[str, object], kind: str, keys: frozenset[str]) -> tuple[str, str]:
+    """The checks every BLE driver table shares: no unknown key, its ``kind``, a ``name``
+    and an ``adapter`` (default ``hci0``). Returns (name, adapter).
+
+    Raises:
+        ConfigError: the first key at fault.
+    """
+    unknown = sorted(set(cfg) - keys)
+    if unknown:
+        raise ConfigError(key=unknown[0], reason=f"unknown key for a {kind} driver")
+    if cfg.get("kind") != kind:
+        raise ConfigError(key="kind", reason=f"expected {kind!r}")
+    name = cfg.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(key="name", reason="must be a non-empty string")
+    adapter = cfg.get("adapter", "hci0")
+    if not isinstance(adapter, str) or not re.fullmatch(r"hci\d+", adapter):
+        raise ConfigError(key="adapter", reason="must look like 'hci0'")
+    return name, adapter
+
+
+def seconds(cfg: Mapping[str, object], key: str, default: float) -> float:
+    """``cfg[key]`` (or ``default``) as a positive number of seconds, or ConfigError."""
     value = cfg.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ConfigError(key=key, reason="must be a positive number of seconds")
