@@ -9,14 +9,21 @@ one :class:`~drivers.base.Sample` per notification, decoded by :mod:`drivers.ble
 with the device id ``ble-<address in lower-case hex>``. When the link ends it gives the
 slot back, waits a full-jitter exponential backoff and starts again.
 
+A link quiet for ``stall_s`` is probed: the driver reads one subscribed characteristic (the
+next one in turn at each probe). Many sensors notify only when a value changes, so a read
+that answers means the link is alive: its value becomes a sample, nothing is counted and
+the wait starts again (a stable sensor thus gives one sample per ``stall_s``). Only a read
+that fails or gets no answer within ``connect_timeout_s`` makes the link stalled.
+
 Health (``errors_by_kind``; never silent): ``unreachable`` (not found, refused),
 ``disconnected`` (the device dropped the link), ``stalled`` (no notification for
-``stall_s``: the driver disconnects and reconnects — this also catches an adapter that
-stops reporting), ``adapter`` (BlueZ or the adapter failed); decoder refusals count as
-``bad_frames`` under their kind (``truncated``, ``too_long``, ``range``); ``unknown_value``
-("value is not known", no sample) and ``overflow`` (Trio side not keeping up) are drops.
-``restarts`` counts reconnections after a link that had been up. It does not pair, bond,
-write to devices or read values it is not notified of.
+``stall_s`` and the probe read failed: the driver disconnects and reconnects — this also
+catches a device or adapter that stops answering while the link looks up), ``adapter``
+(BlueZ or the adapter failed, or a bleak call ignored its cancellation for the bridge's
+grace period); decoder refusals count as ``bad_frames`` under their kind (``truncated``,
+``too_long``, ``range``); ``unknown_value`` ("value is not known", no sample) and
+``overflow`` (Trio side not keeping up) are drops. ``restarts`` counts reconnections after
+a link that had been up. It does not pair, bond or write to devices.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from drivers.base import DriverHealth, Sample
-from drivers.ble.bridge import AsyncioThread
+from drivers.ble.bridge import AsyncioThread, TaskAbandoned
 from drivers.ble.gatt_config import GattConfig, GattDevice, parse_gatt_config
 from drivers.ble.gatt_session import (
     DeviceUnreachable,
@@ -61,6 +68,8 @@ class BleGattDriver:
         self.connected: set[str] = set()
         #: The most slots ever held at once (never above ``max_connections``).
         self.peak_connections = 0
+        #: Probe reads that found a quiet link alive (not a health figure: nothing failed).
+        self.probes = 0
         self._links: dict[str, int] = {}  # address → links established so far
         self._link_up = trio.Event()
         self._failed = trio.Event()
@@ -115,7 +124,9 @@ class BleGattDriver:
                 self.peak_connections = max(self.peak_connections, len(self.connected))
                 try:
                     await self._session(bridge, device, send, scan_lock)
-                except (BleUnavailable, LinkStalled) as exc:
+                except (BleUnavailable, LinkStalled, TaskAbandoned) as exc:
+                    # TaskAbandoned: a bleak call ignored its cancellation; it is left on
+                    # the bridge and the slot is given back (counted as ``adapter``).
                     self._count_failure(device, exc)
                 finally:
                     self.connected.discard(device.address)
@@ -150,7 +161,7 @@ class BleGattDriver:
             link = await _open(bridge, self.config, device, on_value, on_lost)
         try:
             self._on_linked(device)
-            await self._pump(device, notes, send)
+            await self._pump(bridge, device, link, notes, send)
         finally:
             notes_send.close()
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
@@ -167,10 +178,17 @@ class BleGattDriver:
 
     async def _pump(
         self,
+        bridge: AsyncioThread,
         device: GattDevice,
+        link: object,
         notes: trio.MemoryReceiveChannel[Notification],
         send: trio.MemorySendChannel[Sample],
     ) -> None:
+        probes = 0  # per link, so that successive probes go round its characteristics
+        # BlueZ stores a value it read in the characteristic's Value property and bleak
+        # reports every change of that property as a notification, so a probe's value can
+        # come back as one: the first identical notification after a probe is dropped.
+        echo: Notification | None = None
         while True:
             with trio.move_on_after(self.config.stall_s) as scope:
                 try:
@@ -178,14 +196,47 @@ class BleGattDriver:
                 except trio.EndOfChannel:
                     raise LinkLost(f"{device.label} dropped the connection") from None
             if scope.cancelled_caught:
-                raise LinkStalled(
-                    f"no notification from {device.label} for {self.config.stall_s:g} s"
-                )
+                note = echo = await self._probe(bridge, device, link, notes, probes)
+                probes += 1
+            elif echo is not None:
+                seen, echo = echo, None
+                if note == seen:
+                    continue
             sample = self.handle(device, note)
             if sample is not None:
                 await send.send(sample)
                 self.health.samples += 1
                 self.health.last_sample_mono_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+    async def _probe(
+        self,
+        bridge: AsyncioThread,
+        device: GattDevice,
+        link: object,
+        notes: trio.MemoryReceiveChannel[Notification],
+        turn: int,
+    ) -> Notification:
+        """Read one subscribed characteristic of a quiet link: alive if it answers.
+
+        Raises:
+            LinkStalled: the read failed or got no answer within ``connect_timeout_s``.
+            LinkLost: the device dropped the link meanwhile.
+        """
+        quiet = f"no notification from {device.label} for {self.config.stall_s:g} s"
+        failure: str | None = None
+        with trio.move_on_after(self.config.connect_timeout_s) as scope:
+            try:
+                note = await _read(bridge, link, device.address, turn)
+            except BleUnavailable as exc:
+                failure = f"{quiet} and a read failed: {exc}"
+        if scope.cancelled_caught:
+            failure = f"{quiet} and a read got no answer for {self.config.connect_timeout_s:g} s"
+        if failure is not None:
+            if notes.statistics().open_send_channels == 0:  # on_lost ran: a drop, not a stall
+                raise LinkLost(f"{device.label} dropped the connection")
+            raise LinkStalled(failure)
+        self.probes += 1
+        return note
 
     def handle(self, device: GattDevice, note: Notification) -> Sample | None:
         """Decode one notification (pure apart from the health counters)."""
@@ -231,6 +282,12 @@ async def _open(
             bridge, config.adapter, device, config.connect_timeout_s, on_value, on_lost
         )
     )
+
+
+async def _read(bridge: AsyncioThread, link: object, address: str, turn: int) -> Notification:
+    from drivers.ble.gatt_io import read_value
+
+    return await bridge.run(lambda: read_value(link, address, turn))
 
 
 async def _close(bridge: AsyncioThread, link: object) -> None:

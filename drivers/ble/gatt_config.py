@@ -5,7 +5,8 @@ non-empty list of tables: ``address``, optional ``name`` (a label for logs), opt
 ``characteristics`` (16-bit UUIDs as hex strings such as ``"2a6e"``; default: every
 characteristic :mod:`drivers.ble.ess` decodes that the device offers with ``notify``)),
 ``max_connections`` (default 4: devices beyond it wait until a connected one drops),
-``stall_s`` (default 60: no notification for that long → disconnect and reconnect),
+``stall_s`` (default 60: no notification for that long → read one characteristic; if the
+read fails too, disconnect and reconnect),
 ``connect_timeout_s`` (default 10, covering the scan that finds the device and the
 connection), ``backoff_s`` (default 1) and ``max_backoff_s`` (default 60) for reconnects.
 Sample device ids are ``ble-`` plus the address in lower-case hex, as for ``ble-adverts``.

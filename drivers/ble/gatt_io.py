@@ -4,8 +4,9 @@
 :class:`bleak.BleakClient` and subscribes to the characteristics it wants; every
 notification is copied into a :class:`~drivers.ble.gatt_session.Notification` before it is
 handed to Trio, so no bleak object crosses the thread boundary. A dropped link calls
-``on_lost`` (in Trio). bleak and D-Bus failures become
-:class:`~drivers.ble.gatt_session.DeviceUnreachable` or
+``on_lost`` (in Trio). :func:`read_value` reads a subscribed characteristic once: the
+driver's liveness probe for a link that has been quiet for ``stall_s``. bleak and D-Bus
+failures become :class:`~drivers.ble.gatt_session.DeviceUnreachable` or
 :class:`~drivers.errors.BleUnavailable`. Only :mod:`drivers.ble.gatt` imports this, and only
 when it runs, so bleak loads only when a BLE driver runs.
 """
@@ -44,6 +45,8 @@ class Link:
 
     client: BleakClient
     subscribed: tuple[int, ...]
+    #: The subscribed characteristics by 16-bit UUID, for :func:`read_value`.
+    characteristics: dict[int, BleakGATTCharacteristic]
 
 
 async def find_device(adapter: str, address: str, timeout_s: float) -> BLEDevice:
@@ -101,7 +104,7 @@ async def open_link(
     )
     try:
         await client.connect()
-        subscribed = await _subscribe(bridge, client, device, on_value)
+        characteristics = await _subscribe(bridge, client, device, on_value)
     except BaseException as exc:
         with contextlib.suppress(*_FAILURES):
             await client.disconnect()
@@ -110,11 +113,11 @@ async def open_link(
         if isinstance(exc, _FAILURES):
             raise BleUnavailable(f"connection to {device.address} failed: {exc}") from exc
         raise
-    if not subscribed:
+    if not characteristics:
         with contextlib.suppress(*_FAILURES):
             await client.disconnect()
         raise DeviceUnreachable(f"{device.address} offers no wanted characteristic to notify")
-    return Link(client, subscribed)
+    return Link(client, tuple(sorted(characteristics)), characteristics)
 
 
 async def _subscribe(
@@ -122,8 +125,8 @@ async def _subscribe(
     client: BleakClient,
     device: GattDevice,
     on_value: Callable[[Notification], None],
-) -> tuple[int, ...]:
-    subscribed: list[int] = []
+) -> dict[int, BleakGATTCharacteristic]:
+    subscribed: dict[int, BleakGATTCharacteristic] = {}
     for service in client.services:
         for char in service.characteristics:
             short = BY_UUID.get(char.uuid.lower())
@@ -135,8 +138,24 @@ async def _subscribe(
                 bridge.to_trio(lambda: on_value(note))
 
             await client.start_notify(char, callback)
-            subscribed.append(short)
-    return tuple(sorted(subscribed))
+            subscribed[short] = char
+    return subscribed
+
+
+async def read_value(link: object, address: str, turn: int) -> Notification:
+    """Read the current value of subscribed characteristic number ``turn`` (modulo their
+    count, so successive turns go round all of them).
+
+    Raises:
+        BleUnavailable: the read failed (the device, BlueZ or the adapter did not answer).
+    """
+    assert isinstance(link, Link)
+    short = link.subscribed[turn % len(link.subscribed)]
+    try:
+        data = await link.client.read_gatt_char(link.characteristics[short])
+    except _FAILURES as exc:
+        raise BleUnavailable(f"reading {short:04x} from {address} failed: {exc}") from exc
+    return Notification(address, short, bytes(data))
 
 
 async def close_link(link: object) -> None:

@@ -9,7 +9,8 @@ or D-Bus error as ``__cause__``)::
     │                                connection, or offers nothing to subscribe to
     └── LinkLost                     a connected device dropped the link (out of range,
                                      switched off)
-    LinkStalled                      connected, but no notification for ``stall_s``
+    LinkStalled                      connected, but no notification for ``stall_s`` and
+                                     the read that probed the link failed
 
 This module reads no clock and no randomness: :func:`full_jitter` takes its random draw
 as an argument.
@@ -33,7 +34,7 @@ class LinkLost(BleUnavailable):
 
 
 class LinkStalled(DriverError):
-    """Connected, but no notification arrived for ``stall_s`` seconds."""
+    """Connected, but no notification arrived for ``stall_s`` seconds and a read failed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -232,6 +232,12 @@ async def _gatt_command(line: str, mock: Any, sensors: list[Any]) -> None:
         case ["corrupt"] if sensor is not None and count is not None:
             sensor.corrupt_next = count
             print(f"corrupting {index} {count}", flush=True)
+        case ["freeze"] if sensor is not None:
+            sensor.freeze()
+            print(f"frozen {index}", flush=True)
+        case ["thaw"] if sensor is not None:
+            sensor.thaw()
+            print(f"thawed {index}", flush=True)
         case ["unknown"] if sensor is not None and count is not None:
             sensor.unknown_next = count
             print(f"unknown {index} {count}", flush=True)

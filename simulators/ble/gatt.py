@@ -14,8 +14,9 @@ position): ``hide N`` / ``show N`` (out of range and back: the link drops, the d
 cannot be found; a repeat changes nothing), ``drop N`` (the link drops, the device stays
 in range), ``corrupt N K`` (its next K rounds of values are one byte short),
 ``unknown N K`` (next K rounds say "value is not known" for temperature and humidity),
-``stall`` (``hci0`` stops passing on notifications while the links stay up). Each command
-is acknowledged with one line.
+``stall`` (``hci0`` stops passing on notifications while the links stay up; reads still
+work), ``freeze N`` / ``thaw N`` (the sensor stops answering while its link stays up: no
+notifications, reads fail; and back). Each command is acknowledged with one line.
 
 Programmatic entry points: :func:`run_gatt_peripheral` (asyncio, for a process that hosts
 the mock itself) and :func:`serve_gatt_peripheral` (Trio, for a mock running elsewhere on

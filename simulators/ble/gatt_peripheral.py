@@ -14,8 +14,10 @@ Values follow :func:`values` (tests know what to expect) and are encoded with
 :func:`drivers.ble.ess.encode_value`. Faults: :meth:`GattPeripheral.hide` /
 :meth:`GattPeripheral.show` (out of range / back: the link drops and the device can no
 longer be found), ``corrupt_next`` (the next N rounds of notifications are cut one byte
-short), ``unknown_next`` (the next N rounds say "value is not known"). It does not simulate
-radio, pairing or write access. The bluezoo quirks it works around are in
+short), ``unknown_next`` (the next N rounds say "value is not known"),
+:meth:`GattPeripheral.freeze` / :meth:`GattPeripheral.thaw` (it stops answering while its
+link stays up: no notifications, every read fails; and back). It does not simulate radio,
+pairing or write access. The bluezoo quirks it works around are in
 :mod:`simulators.ble.mock`.
 """
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Final
 
-from dbus_fast import Variant
+from dbus_fast import DBusError, Variant
 from dbus_fast.annotations import DBusSignature
 from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
@@ -90,6 +92,7 @@ class Characteristic(ServiceInterface):
         self.uuid = uuid
         self.service_path = service_path
         self.value = value
+        self.answering = True
 
     def notify(self, value: bytes) -> None:
         """A new value: BlueZ turns the PropertiesChanged into a notification."""
@@ -121,6 +124,8 @@ class Characteristic(ServiceInterface):
     def ReadValue(
         self, options: Annotated[dict[str, Variant], DBusSignature("a{sv}")]
     ) -> Annotated[bytes, DBusSignature("ay")]:
+        if not self.answering:
+            raise DBusError("org.bluez.Error.Failed", "the device does not answer")
         return self.value
 
     @dbus_method()
@@ -216,6 +221,7 @@ class GattPeripheral:
         self.visible = False
         self.corrupt_next = 0
         self.unknown_next = 0
+        self.frozen = False
         self.advert = Advertisement(f"ESS sensor {index}")
         bus.export(f"{self.app_path}/advert", self.advert)
         self.characteristics: dict[int, Characteristic] = {}
@@ -277,8 +283,20 @@ class GattPeripheral:
         )
         await forget(self.bus, self.address)
 
+    def freeze(self, frozen: bool = True) -> None:
+        """Fault: the device stops answering (or, with ``False``, answers again) while its
+        link stays up and it keeps advertising: no notifications, every read fails."""
+        self.frozen = frozen
+        for char in self.characteristics.values():
+            char.answering = not frozen
+
+    def thaw(self) -> None:
+        """End :meth:`freeze`."""
+        self.freeze(frozen=False)
+
     async def step(self) -> None:
-        """Advance one period: new values, notified on every characteristic."""
+        """Advance one period: new values, notified on every characteristic (unless
+        frozen; the advertisement changes either way)."""
         self.tick += 1
         encoded = values(self.tick, self.index).encoded()
         if self.unknown_next:
@@ -288,6 +306,7 @@ class GattPeripheral:
         if self.corrupt_next:
             self.corrupt_next -= 1
             encoded = {uuid: data[:-1] for uuid, data in encoded.items()}
-        for uuid, char in self.characteristics.items():
-            char.notify(encoded[uuid])
+        if not self.frozen:
+            for uuid, char in self.characteristics.items():
+                char.notify(encoded[uuid])
         self.advert.bump()
