@@ -15,8 +15,8 @@ Contract:
 * :func:`monotonic_ns` counts time spent in suspend (``CLOCK_BOOTTIME``, clock_gettime(2)), so
   a gateway that sleeps keeps a true elapsed time.
 * :func:`system_clock_source` says ``NTP`` only when the kernel reports a synchronised clock.
-* :class:`Stamper` turns a :class:`~drivers.base.Sample` into an :class:`~protocol.events.Event`
-  (or, for the outbox's hot path, into the event's fields without building the value).
+* :class:`Stamper` turns :class:`~drivers.base.Sample` values into the fields of an
+  :class:`~protocol.events.Event` after its seq (the outbox numbers and encodes them).
   Its clocks are injected: it reads no clock of its own, so tests drive it with plain numbers.
 
 This module does not set or slew the clock, does not talk to NTP or GPS itself, and keeps no
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from protocol.events import ClockSource, Event
+from protocol.events import ClockSource
 from protocol.limits import BOOT_ID_BYTES
 
 if TYPE_CHECKING:
@@ -142,8 +142,9 @@ class Stamper:
         boot_id: the gateway's 16-byte boot id.
         mono: returns ``CLOCK_BOOTTIME`` nanoseconds.
         wall: returns wall-clock nanoseconds since the Unix epoch.
-        clock_source: says where ``wall``'s time comes from right now; asked on every stamp
-            because NTP may synchronise while the gateway runs.
+        clock_source: says where ``wall``'s time comes from right now; asked once per
+            :meth:`stamp_fields` call (one outbox batch), not once per process, because NTP
+            may synchronise while the gateway runs.
     """
 
     boot_id: bytes
@@ -160,37 +161,19 @@ class Stamper:
         """A stamper on this machine's real clocks and boot id."""
         return cls(read_boot_id(), monotonic_ns, wall_ns, system_clock_source)
 
-    def stamp(self, sample: Sample, seq: int) -> Event:
-        """Turn ``sample`` into the event with sequence number ``seq``.
+    def stamp_fields(self, samples: Sequence[Sample]) -> list[EventFields]:
+        """Stamp ``samples``: each one's event fields after the seq, in order.
 
         A sample that carries its own time (a GPS fix) keeps it, with the sample's clock
         source; if the driver gave a time but no source, ``ClockSource.NONE`` says the time
         is unvouched for. A source given without a time is ignored. The monotonic time is
-        always the gateway's, so events stay ordered within a boot.
-        """
-        if sample.device_time_ns is not None:
-            wall = sample.device_time_ns
-            clock = sample.device_clock if sample.device_clock is not None else ClockSource.NONE
-        else:
-            wall = self.wall()
-            clock = self.clock_source()
-        return Event(
-            seq=seq,
-            device=sample.device,
-            boot_id=self.boot_id,
-            mono_ns=self.mono(),
-            wall_ns=wall,
-            clock=clock,
-            readings=sample.readings,
-        )
+        always the gateway's, read for each sample, so events stay ordered within a boot.
 
-    def stamp_fields(self, samples: Sequence[Sample]) -> list[EventFields]:
-        """What :meth:`stamp` gives each of ``samples``, as field tuples (no seq, no Event).
-
-        The outbox encodes these straight to bytes, so building an event value per sample
-        would be wasted work. The clock source is asked once for the whole list: the samples
-        are stamped in the same instant, and asking is a system call (adjtimex(2)) that cost
-        more than the rest of the stamp (docs/performance.md).
+        The outbox encodes these tuples straight to bytes (it numbers the events itself), so
+        building an event value per sample would be wasted work. The clock source is asked
+        once for the whole list: the samples are stamped in the same instant, and asking is a
+        system call (adjtimex(2)) that cost more than the rest of the stamp
+        (docs/performance.md).
         """
         boot_id, mono, wall = self.boot_id, self.mono, self.wall
         source: ClockSource | None = None

@@ -8,11 +8,15 @@ or dropped, and counts every drop by reason and by driver. Rules (``[filters]`` 
   BLE device ids are ``ble-`` plus the address in lower-case hex without colons). A device
   outside a set allowlist is dropped as ``filtered_not_allowed``, one on the denylist as
   ``filtered_denied`` (the denylist wins).
-* ``only_on_change``: a sample whose readings equal the device's last *forwarded* readings is
-  dropped as ``filtered_unchanged``, unless ``heartbeat_s`` has passed since that forward.
-  ``deadband`` (reading name → number) counts a numeric change within the band as no change;
-  the band is measured from the last forwarded value, so a slow drift is forwarded once it
-  adds up.
+* ``only_on_change``: the last *forwarded* value of each reading name is kept per device, and
+  a sample is dropped as ``filtered_unchanged`` when every reading in it equals its name's
+  last forwarded value (same unit, same value) and ``heartbeat_s`` has not passed since that
+  name was forwarded. Kept per name, not per sample, because some devices send one reading
+  per sample (a BLE GATT sensor notifies temperature, humidity and battery separately); a
+  sample carrying a name not forwarded before is a change, one carrying fewer names than
+  the last is not. ``deadband`` (reading name → number) counts a numeric change within the
+  band as no change; the band is measured from the last forwarded value, so a slow drift is
+  forwarded once it adds up. When a sample is forwarded, only the names in it are updated.
 * ``max_rate_per_s`` with ``burst``: a token bucket per device; a sample finding it empty is
   dropped as ``filtered_rate``. Only samples that passed the other rules take a token.
 
@@ -21,9 +25,11 @@ to one ``driver`` (a sensor name) and/or ``devices`` patterns and overrides, key
 it names. Rules are applied in file order, so a later rule wins. Service allowlisting stays in
 the BLE driver (``allow_services``), the only part that sees an advert's services.
 
-Per-device state (the resolved rules, last forwarded readings, token bucket) is kept for at
-most ``max_devices`` devices, least recently seen evicted first and counted: an evicted device
-starts afresh, so eviction errs on the side of forwarding, never of dropping.
+Per-device state (the resolved rules, last forwarded value per reading name, token bucket) is
+kept for at most ``max_devices`` devices, least recently seen evicted first and counted, and
+for at most :data:`MAX_NAMES` reading names per device, the first seen forgotten first: an
+evicted device or name starts afresh, so eviction errs on the side of forwarding, never of
+dropping.
 
 This module is sans-IO and clock-free: the caller passes monotonic nanoseconds. It does not
 decide where drops are reported (``gateway.app`` puts them in the health report under
@@ -46,7 +52,7 @@ from drivers.base import Sample
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
-    from protocol.events import Reading
+    from protocol.events import Reading, Value
 
 DENIED: Final = "filtered_denied"
 NOT_ALLOWED: Final = "filtered_not_allowed"
@@ -56,6 +62,9 @@ REASONS: Final = (DENIED, NOT_ALLOWED, UNCHANGED, RATE)
 #: Devices whose state is kept by default; each costs a few hundred bytes.
 MAX_DEVICES: Final = 10_000
 MAX_DEVICES_LIMIT: Final = 1_000_000
+#: Reading names whose last forwarded value is kept per device. Drivers send a handful; the
+#: bound only stops a device that invents names from growing the gateway without limit.
+MAX_NAMES: Final = 64
 
 _POLICY_KEYS: Final = frozenset(
     {"allow_devices", "deny_devices", "only_on_change", "heartbeat_s", "deadband",
@@ -163,8 +172,8 @@ def without_receipts(samples: list[Sample]) -> list[Sample]:
 class _DeviceState:
     policy: Policy
     verdict: str | None  # the allow/deny outcome, fixed for the device
-    last: tuple[Reading, ...] | None = None
-    last_ns: int = 0
+    # Reading name -> (unit, value, monotonic ns) as last forwarded; only with only_on_change.
+    last: dict[str, tuple[str, Value, int]] = field(default_factory=dict)
     tokens: float = 0.0
     refill_ns: int = 0
 
@@ -236,12 +245,7 @@ def _decide(state: _DeviceState, readings: tuple[Reading, ...], now_ns: int) -> 
     if state.verdict is not None:
         return state.verdict
     policy = state.policy
-    if (
-        policy.only_on_change
-        and state.last is not None
-        and _unchanged(state.last, readings, policy.deadband)
-        and (policy.heartbeat_s is None or now_ns - state.last_ns < policy.heartbeat_s * 1e9)
-    ):
+    if policy.only_on_change and _unchanged(state.last, readings, policy, now_ns):
         return UNCHANGED
     rate = policy.max_rate_per_s
     if rate is not None:
@@ -252,29 +256,48 @@ def _decide(state: _DeviceState, readings: tuple[Reading, ...], now_ns: int) -> 
             state.tokens = tokens
             return RATE
         state.tokens = tokens - 1.0
-    state.last = readings
-    state.last_ns = now_ns
+    if policy.only_on_change:
+        _remember(state.last, readings, now_ns)
     return None
 
 
 def _unchanged(
-    last: tuple[Reading, ...], new: tuple[Reading, ...], deadband: Mapping[str, float]
+    last: Mapping[str, tuple[str, Value, int]],
+    readings: tuple[Reading, ...],
+    policy: Policy,
+    now_ns: int,
 ) -> bool:
-    if len(last) != len(new):
-        return False
-    for old, now in zip(last, new, strict=True):
-        if old.name != now.name or old.unit != now.unit:
+    if not readings:
+        return False  # nothing to compare: forwarded, as the first sample of a device is
+    heartbeat_ns = None if policy.heartbeat_s is None else policy.heartbeat_s * 1e9
+    for reading in readings:
+        seen = last.get(reading.name)
+        if seen is None:
             return False
-        numbers = _is_number(old.value) and _is_number(now.value)
+        unit, value, forwarded_ns = seen
+        if unit != reading.unit:
+            return False
+        if heartbeat_ns is not None and now_ns - forwarded_ns >= heartbeat_ns:
+            return False
+        numbers = _is_number(value) and _is_number(reading.value)
         # Types matter beyond numbers: in Python True == 1, but a SenML vb is not a v.
-        if old.value == now.value and (numbers or type(old.value) is type(now.value)):
+        if value == reading.value and (numbers or type(value) is type(reading.value)):
             continue
-        band = deadband.get(old.name)
+        band = policy.deadband.get(reading.name)
         if band is None or not numbers:
             return False
-        if abs(now.value - old.value) > band:  # type: ignore[operator]  # numbers, checked
+        if abs(reading.value - value) > band:  # type: ignore[operator]  # numbers, checked
             return False
     return True
+
+
+def _remember(
+    last: dict[str, tuple[str, Value, int]], readings: tuple[Reading, ...], now_ns: int
+) -> None:
+    for reading in readings:
+        if reading.name not in last and len(last) >= MAX_NAMES:
+            del last[next(iter(last))]  # the first name seen: dicts keep insertion order
+        last[reading.name] = (reading.unit, reading.value, now_ns)
 
 
 def _is_number(value: object) -> bool:
@@ -317,7 +340,37 @@ def parse_filters(table: Mapping[str, Any], sensor_names: Sequence[str] = ()) ->
     if not isinstance(rules, list):
         raise FilterConfigError("rules", "must be an array of tables", "write [[filters.rules]]")
     parsed = tuple(_rule(f"rules[{i}]", rule, sensor_names) for i, rule in enumerate(rules))
+    for i, rule in enumerate(parsed):
+        _check_change_keys(f"rules[{i}]", rule, default, parsed)
     return FilterConfig(default, parsed, max_devices)
+
+
+def _check_change_keys(
+    key: str, rule: FilterRule, default: Policy, rules: Sequence[FilterRule]
+) -> None:
+    """Refuse ``heartbeat_s`` or ``deadband`` in a rule under which they can never apply.
+
+    As at the top level, they mean something only with ``only_on_change``. A rule that does
+    not set it itself inherits it from ``[filters]`` or from another rule covering some of
+    the same samples (the same driver, or a rule for any driver); device patterns are not
+    compared, so a rule is refused only when no such source sets it at all.
+    """
+    own = rule.overrides.get("only_on_change")
+    if own is None:
+        possible = default.only_on_change or any(
+            other.overrides.get("only_on_change") is True
+            and (other.driver is None or rule.driver is None or other.driver == rule.driver)
+            for other in rules
+        )
+    else:
+        possible = own
+    for leaf in ("heartbeat_s", "deadband"):
+        if leaf in rule.overrides and not possible:
+            raise FilterConfigError(
+                f"{key}.{leaf}",
+                "applies only with only_on_change",
+                "set only_on_change = true in this rule or in [filters]",
+            )
 
 
 def _rule(key: str, table: object, sensor_names: Sequence[str]) -> FilterRule:

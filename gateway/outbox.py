@@ -72,6 +72,8 @@ TAIL_CACHE_EVENTS: Final = 10_000
 LOSS_OUTBOX_FULL: Final = "outbox_full"
 #: Loss-ledger reason for samples the link protocol refuses (never stored, never sent).
 LOSS_INVALID_EVENT: Final = "invalid_event"
+#: Loss-ledger reason for version-1 rows that cannot be decoded, dropped at the upgrade.
+LOSS_CORRUPT_EVENT: Final = "corrupt_event"
 
 #: Version 1 stored a private CBOR array per event; version 2 stores the link's bytes.
 _SCHEMA_VERSION: Final = 2
@@ -223,6 +225,9 @@ class Outbox:
             raise ValueError(f"max_events must be at least 1, got {max_events}")
         self.path = Path(path)
         self.max_events = max_events
+        #: Every seq up to this one has been dropped as ``outbox_full`` (0: none yet); the
+        #: Trio wrapper drops them from its memory tail too.
+        self.overflowed_upto = 0
         self._stamper = stamper
         try:
             # check_same_thread=False: Trio's worker threads are pooled, so successive calls
@@ -278,8 +283,11 @@ class Outbox:
         it: the old uplink failed to encode the batch holding it and retried it forever. It
         is dropped and counted as ``invalid_event``, and the events after it move down to
         close the gap (their seqs never left the gateway), keeping the stored seqs one run.
+        A row that does not decode at all (a damaged file) could not have been sent either:
+        it takes the same way out, counted as ``corrupt_event``, rather than keep the gateway
+        from starting.
         """
-        after, shift = 0, 0
+        after, invalid, corrupt = 0, 0, 0
         while True:
             rows = db.execute(
                 "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -292,16 +300,21 @@ class Outbox:
                 try:
                     new_body = encode_stored_body(decode_event_body(seq, body))
                 except ProtocolError:
-                    shift += 1
-                    db.execute("DELETE FROM events WHERE seq = ?", (seq,))
+                    invalid += 1
+                except OutboxError as exc:
+                    corrupt += 1
+                    log.warning("outbox upgrade: dropped a corrupt row: %s", exc)
+                else:
+                    db.execute(
+                        "UPDATE events SET seq = ?, body = ? WHERE seq = ?",
+                        (seq - invalid - corrupt, new_body, seq),
+                    )
                     continue
-                db.execute(
-                    "UPDATE events SET seq = ?, body = ? WHERE seq = ?",
-                    (seq - shift, new_body, seq),
-                )
+                db.execute("DELETE FROM events WHERE seq = ?", (seq,))
             after = rows[-1][0]
-        self._add_meta(db, "next_seq", -shift)
-        self._count_loss(db, LOSS_INVALID_EVENT, shift)
+        self._add_meta(db, "next_seq", -(invalid + corrupt))
+        self._count_loss(db, LOSS_INVALID_EVENT, invalid)
+        self._count_loss(db, LOSS_CORRUPT_EVENT, corrupt)
 
     # -- public API ----------------------------------------------------------------------
 
@@ -501,6 +514,9 @@ class Outbox:
         low = db.execute("SELECT MIN(seq) FROM events").fetchone()[0]
         db.execute("DELETE FROM events WHERE seq < ?", (int(low) + excess,))
         self._count_loss(db, LOSS_OUTBOX_FULL, excess)
+        # Set before the commit: if it fails, the next append drops the same seqs again, so
+        # a value ahead of the file only sends the tail's reader to the disk, never astray.
+        self.overflowed_upto = int(low) + excess - 1
 
     @staticmethod
     def _count_loss(db: sqlite3.Connection, reason: str, count: int) -> None:
@@ -590,9 +606,11 @@ class AsyncOutbox:
         self._appended = trio.Event()
         # Appended events the uplink has not read yet, consecutive seqs, oldest first: an
         # uplink that keeps up reads them from here instead of queueing behind the next
-        # append for the disk. Bounded, so an outage costs disk, not memory.
+        # append for the disk. Bounded, so an outage costs disk, not memory; never more than
+        # the file keeps, and what a full outbox drops leaves the tail too (append), so the
+        # uplink is never served an event the loss ledger already counts as lost.
         self._tail: deque[StoredEvent] = deque()
-        self._tail_events = tail_events
+        self._tail_events = min(tail_events, outbox.max_events)
 
     async def _run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
@@ -612,13 +630,12 @@ class AsyncOutbox:
                 else:
                     for _ in range(excess):
                         tail.popleft()
+            dropped_upto = self._outbox.overflowed_upto
+            while tail and tail[0].seq <= dropped_upto:
+                tail.popleft()
             self._appended.set()
             self._appended = trio.Event()
         return stored
-
-    async def read_after(self, seq: int, limit: int) -> list[Event]:
-        """See :meth:`Outbox.read_after`."""
-        return await self._run(self._outbox.read_after, seq, limit)
 
     async def read_encoded_after(self, seq: int, limit: int) -> list[StoredEvent]:
         """See :meth:`Outbox.read_encoded_after`; served from memory when ``seq`` is recent.

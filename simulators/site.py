@@ -21,8 +21,9 @@ Layers:
   simulator as a child process, waits until each says it is ready, and keeps them until it
   is cancelled, when it stops them all. A simulator that dies is an error (``SiteError``).
 * :func:`main` is ``assetbook sim site``: it also writes the sensors into a gateway config
-  (``--gateway-config``) and ``<dir>/sensors.toml``, and ``<dir>/site.json`` (the bus
-  address for the gateway, the devices, what was skipped) for the demo.
+  (``--gateway-config``; filter rules for sensors no longer there are removed, with a
+  printed note) and ``<dir>/sensors.toml``, and ``<dir>/site.json`` (the bus address for
+  the gateway, the devices, what was skipped) for the demo.
 
 Serial simulators are reached through stable symlinks ``<dir>/tty/<name>.tty``; logs are in
 ``<dir>/logs/``. It does not start the gateway or the core, and injects no faults (use the
@@ -312,8 +313,15 @@ def sensors_toml(sensors: Sequence[Mapping[str, Any]]) -> str:
     return tomli_w.dumps({"sensors": [dict(s) for s in sensors]})
 
 
-def write_gateway_sensors(config: Path, sensors: Sequence[Mapping[str, Any]]) -> None:
+def write_gateway_sensors(config: Path, sensors: Sequence[Mapping[str, Any]]) -> list[str]:
     """Replace the ``sensors`` of an existing gateway config (atomically, mode 0600).
+
+    A ``[[filters.rules]]`` table whose ``driver`` names a sensor that is no longer there
+    would stop the gateway from loading the file, and its driver is gone: it is removed, and
+    a note saying so is returned for the caller to print. Other filters are kept.
+
+    Returns:
+        One line per removed filter rule (``filters.rules[1] removed: ...``).
 
     Raises:
         ScenarioError: the config is not a TOML file (key ``--gateway-config``).
@@ -323,11 +331,42 @@ def write_gateway_sensors(config: Path, sensors: Sequence[Mapping[str, Any]]) ->
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ScenarioError("--gateway-config", f"cannot read {config}: {exc}") from exc
     document["sensors"] = [dict(s) for s in sensors]
+    notes = _drop_orphan_filter_rules(document, {str(s.get("name")) for s in sensors})
     temporary = config.with_name(config.name + ".site-tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A temporary file left by an interrupted run keeps its mode if merely reopened: start
+    # afresh, so the file that becomes the config is created 0600 (it holds a token).
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(tomli_w.dumps(document))
+        out.flush()
+        # On disk before the rename, or a power cut could leave an empty config behind it.
+        os.fsync(out.fileno())
     temporary.replace(config)  # a gateway never reads half a file
+    return notes
+
+
+def _drop_orphan_filter_rules(document: dict[str, Any], names: set[str]) -> list[str]:
+    filters = document.get("filters")
+    rules = filters.get("rules") if isinstance(filters, dict) else None
+    if not isinstance(filters, dict) or not isinstance(rules, list):
+        return []  # nothing to check, or wrong enough for the gateway's own message
+    kept: list[Any] = []
+    notes: list[str] = []
+    for i, rule in enumerate(rules):
+        driver = rule.get("driver") if isinstance(rule, dict) else None
+        if isinstance(driver, str) and driver not in names:
+            notes.append(
+                f"filters.rules[{i}] removed: its driver {driver!r} is not a sensor of the site"
+            )
+        else:
+            kept.append(rule)
+    if kept:
+        filters["rules"] = kept
+    else:
+        del filters["rules"]
+    return notes
 
 
 def write_site_file(directory: Path, site: RunningSite) -> Path:
@@ -401,7 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (directory / "sensors.toml").write_text(sensors_toml(plan.sensors), encoding="utf-8")
     if args.gateway_config is not None:
         try:
-            write_gateway_sensors(args.gateway_config, plan.sensors)
+            for note in write_gateway_sensors(args.gateway_config, plan.sensors):
+                print(note, flush=True)
         except ScenarioError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -6,6 +6,7 @@ import itertools
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -18,6 +19,9 @@ from gateway.clock import (
     system_clock_source,
 )
 from protocol.events import ClockSource, Reading
+
+if TYPE_CHECKING:
+    from gateway.clock import EventFields
 
 BOOT_ID = bytes(range(16))
 READINGS = (Reading("temperature", "Cel", 21.5),)
@@ -97,50 +101,71 @@ def make_stamper(source: ClockSource = ClockSource.NTP) -> Stamper:
     return Stamper(BOOT_ID, mono.__next__, wall.__next__, lambda: source)
 
 
+def stamp(stamper: Stamper, sample: Sample) -> EventFields:
+    [fields] = stamper.stamp_fields([sample])
+    return fields
+
+
 def test_stamp_uses_gateway_clocks() -> None:
-    event = make_stamper().stamp(Sample("gps-1", READINGS), seq=9)
-    assert event.seq == 9
-    assert event.device == "gps-1"
-    assert event.boot_id == BOOT_ID
-    assert event.mono_ns == 5_000
-    assert event.wall_ns == 1_700_000_000_000_000_000
-    assert event.clock is ClockSource.NTP
-    assert event.readings == READINGS
+    device, boot_id, mono, wall, clock, readings = stamp(make_stamper(), Sample("gps-1", READINGS))
+    assert device == "gps-1"
+    assert boot_id == BOOT_ID
+    assert mono == 5_000
+    assert wall == 1_700_000_000_000_000_000
+    assert clock is ClockSource.NTP
+    assert readings == READINGS
 
 
-def test_each_stamp_reads_the_clocks_again() -> None:
-    stamper = make_stamper()
-    first = stamper.stamp(Sample("a", READINGS), 1)
-    second = stamper.stamp(Sample("a", READINGS), 2)
-    assert second.mono_ns - first.mono_ns == 7
-    assert second.wall_ns - first.wall_ns == 11
+def test_each_sample_reads_the_clocks_again() -> None:
+    first, second = make_stamper().stamp_fields([Sample("a", READINGS), Sample("b", READINGS)])
+    assert second[2] - first[2] == 7
+    assert second[3] - first[3] == 11
 
 
-def test_clock_source_is_asked_at_each_stamp() -> None:
+def test_clock_source_is_asked_once_per_batch() -> None:
+    asked: list[ClockSource] = []
     sources = iter([ClockSource.NONE, ClockSource.NTP])
-    stamper = Stamper(BOOT_ID, lambda: 1, lambda: 2, lambda: next(sources))
-    assert stamper.stamp(Sample("a", READINGS), 1).clock is ClockSource.NONE
-    assert stamper.stamp(Sample("a", READINGS), 2).clock is ClockSource.NTP
+
+    def source() -> ClockSource:
+        asked.append(next(sources))
+        return asked[-1]
+
+    stamper = Stamper(BOOT_ID, lambda: 1, lambda: 2, source)
+    batch = [Sample("a", READINGS), Sample("b", READINGS)]
+    assert [f[4] for f in stamper.stamp_fields(batch)] == [ClockSource.NONE] * 2
+    # The next batch asks again: NTP may have synchronised in between.
+    assert [f[4] for f in stamper.stamp_fields(batch)] == [ClockSource.NTP] * 2
+    assert len(asked) == 2
+
+
+def test_clock_source_is_not_asked_when_every_sample_has_its_own_time() -> None:
+    def source() -> ClockSource:
+        raise AssertionError("asked")
+
+    stamper = Stamper(BOOT_ID, lambda: 1, lambda: 2, source)
+    sample = Sample("gps-1", READINGS, device_time_ns=5, device_clock=ClockSource.GPS)
+    assert stamp(stamper, sample)[4] is ClockSource.GPS
 
 
 def test_device_time_overrides_wall_clock_but_not_monotonic() -> None:
     sample = Sample("gps-1", READINGS, device_time_ns=1_234, device_clock=ClockSource.GPS)
-    event = make_stamper(ClockSource.NONE).stamp(sample, 1)
-    assert event.wall_ns == 1_234
-    assert event.clock is ClockSource.GPS
-    assert event.mono_ns == 5_000
+    _, _, mono, wall, clock, _ = stamp(make_stamper(ClockSource.NONE), sample)
+    assert wall == 1_234
+    assert clock is ClockSource.GPS
+    assert mono == 5_000
 
 
 def test_device_time_without_source_is_marked_unvouched() -> None:
-    event = make_stamper().stamp(Sample("n", READINGS, device_time_ns=1_234), 1)
-    assert event.wall_ns == 1_234
-    assert event.clock is ClockSource.NONE
+    _, _, _, wall, clock, _ = stamp(make_stamper(), Sample("n", READINGS, device_time_ns=1_234))
+    assert wall == 1_234
+    assert clock is ClockSource.NONE
 
 
 def test_device_source_without_time_is_ignored() -> None:
-    event = make_stamper().stamp(Sample("n", READINGS, device_clock=ClockSource.GPS), 1)
-    assert event.wall_ns == 1_700_000_000_000_000_000
-    assert event.clock is ClockSource.NTP
+    sample = Sample("n", READINGS, device_clock=ClockSource.GPS)
+    _, _, _, wall, clock, _ = stamp(make_stamper(), sample)
+    assert wall == 1_700_000_000_000_000_000
+    assert clock is ClockSource.NTP
 
 
 def test_stamper_refuses_a_boot_id_of_the_wrong_size() -> None:
@@ -150,7 +175,8 @@ def test_stamper_refuses_a_boot_id_of_the_wrong_size() -> None:
 
 def test_system_stamper_stamps_with_real_clocks() -> None:
     before = time.time_ns()
-    event = Stamper.system().stamp(Sample("a", READINGS), 1)
-    assert len(event.boot_id) == 16
-    assert event.wall_ns >= before
-    assert event.mono_ns > 0
+    _, boot_id, mono, wall, clock, _ = stamp(Stamper.system(), Sample("a", READINGS))
+    assert len(boot_id) == 16
+    assert wall >= before
+    assert mono > 0
+    assert clock in (ClockSource.NONE, ClockSource.NTP)

@@ -30,6 +30,7 @@ from gateway.errors import ConfigError
 from gateway.filter_send import filtered_channel
 from gateway.filters import (
     DENIED,
+    MAX_NAMES,
     NOT_ALLOWED,
     RATE,
     REASONS,
@@ -85,7 +86,7 @@ def test_unchanged_readings_are_dropped_until_the_heartbeat() -> None:
     assert run(f, [(21.9, temp(21)), (22, temp(21))]) == [UNCHANGED, None]
 
 
-def test_a_change_of_name_unit_count_or_value_type_is_a_change() -> None:
+def test_a_new_name_or_a_change_of_unit_or_value_type_is_a_change() -> None:
     f = SampleFilter(FilterConfig(Policy(only_on_change=True)))
     one = Sample("n-1", (Reading("on", "", 1),))
     offers = [
@@ -138,6 +139,65 @@ def test_deadband_applies_only_to_the_readings_it_names_and_only_to_numbers() ->
         sample(20, 50.1, "b"),
     ]
     assert run(f, [(0, s) for s in offers]) == [None, UNCHANGED, None, None]
+
+
+def one(name: str, value: float, device: str = "gatt-1") -> Sample:
+    return Sample(device, (Reading(name, "", value),))
+
+
+def test_each_reading_name_is_compared_with_its_own_last_forward() -> None:
+    # A BLE GATT sensor notifies one reading per sample, the names taking turns: compared
+    # as whole samples, each would differ from the one before and nothing would be dropped.
+    f = SampleFilter(FilterConfig(Policy(only_on_change=True)))
+    turns = [one("temperature", 21.5), one("humidity", 40), one("battery", 90)] * 3
+    assert run(f, [(i, s) for i, s in enumerate(turns)]) == [None] * 3 + [UNCHANGED] * 6
+    # A change in one name is forwarded and becomes that name's reference; the others stay.
+    offers = [one("humidity", 41), one("temperature", 21.5), one("humidity", 41)]
+    assert run(f, [(10, s) for s in offers]) == [None, UNCHANGED, UNCHANGED]
+
+
+def test_deadband_and_heartbeat_are_kept_per_reading_name() -> None:
+    policy = Policy(only_on_change=True, heartbeat_s=10, deadband={"temperature": 0.5})
+    f = SampleFilter(FilterConfig(policy))
+    offers = [
+        (0, one("temperature", 20.0)),
+        (5, one("humidity", 40)),
+        (6, one("temperature", 20.4)),  # within the band of the 20.0 forwarded at 0
+        (9, one("humidity", 40)),
+        (10, one("temperature", 20.4)),  # 10 s since temperature was forwarded: heartbeat
+        (14, one("humidity", 40)),  # humidity was forwarded at 5 only 9 s ago
+        (15, one("humidity", 40)),  # now 10 s
+    ]
+    assert run(f, offers) == [None, None, UNCHANGED, UNCHANGED, None, UNCHANGED, None]
+    # The heartbeat forward moved temperature's reference to 20.4: 20.8 is within the band.
+    assert run(f, [(16, one("temperature", 20.8)), (16, one("temperature", 21.0))]) == [
+        UNCHANGED,
+        None,
+    ]
+
+
+def test_a_sample_is_unchanged_only_if_every_reading_in_it_is() -> None:
+    f = SampleFilter(FilterConfig(Policy(only_on_change=True)))
+    both = Sample("t-1", (Reading("temperature", "Cel", 20), Reading("humidity", "%RH", 40)))
+    moved = Sample("t-1", (Reading("temperature", "Cel", 20), Reading("humidity", "%RH", 41)))
+    fewer = Sample("t-1", (Reading("humidity", "%RH", 41),))
+    # Forwarding `moved` updated both names; a sample with fewer names is judged on its own.
+    assert run(f, [(0, both), (1, both), (2, moved), (3, fewer), (4, both)]) == [
+        None,
+        UNCHANGED,
+        None,
+        UNCHANGED,
+        None,
+    ]
+    assert run(f, [(5, Sample("t-1", ()))]) == [None]  # nothing to compare: forwarded
+
+
+def test_reading_names_per_device_are_bounded_first_seen_first_forgotten() -> None:
+    f = SampleFilter(FilterConfig(Policy(only_on_change=True)))
+    names = [f"n{i}" for i in range(MAX_NAMES + 1)]
+    assert run(f, [(0, one(n, 1)) for n in names]) == [None] * len(names)
+    # n0 was forgotten to make room for the last name: forwarded again, not dropped.
+    assert run(f, [(1, one("n0", 1)), (1, one(names[-1], 1))]) == [None, UNCHANGED]
 
 
 # --- rate cap ---------------------------------------------------------------------------------
@@ -219,7 +279,12 @@ def test_state_is_bounded_least_recently_seen_first_and_evictions_are_counted() 
 samples = st.tuples(
     st.sampled_from(["d1", "d2"]),
     st.sampled_from(["a", "b", "c", "ble-1", "ble-2"]),
-    st.sampled_from([0.0, 0.05, 1.0, 2]),
+    # One or more readings, the names taking turns as a GATT sensor's do.
+    st.lists(
+        st.tuples(st.sampled_from(["v", "w", "x"]), st.sampled_from([0.0, 0.05, 1.0, 2])),
+        min_size=1,
+        max_size=3,
+    ),
     st.integers(min_value=0, max_value=3 * S),
 )
 policies = st.builds(
@@ -228,7 +293,7 @@ policies = st.builds(
     deny_devices=st.sampled_from([(), ("b",)]),
     only_on_change=st.booleans(),
     heartbeat_s=st.one_of(st.none(), st.floats(0.5, 5)),
-    deadband=st.sampled_from([{}, {"v": 0.1}]),
+    deadband=st.sampled_from([{}, {"v": 0.1}, {"w": 1.5}]),
     max_rate_per_s=st.one_of(st.none(), st.floats(0.1, 10)),
     burst=st.floats(1, 4),
 )
@@ -237,14 +302,17 @@ policies = st.builds(
 @settings(max_examples=200, deadline=None)
 @given(policies, st.integers(1, 4), st.lists(samples, max_size=60))
 def test_every_offered_sample_is_forwarded_or_counted_once(
-    policy: Policy, max_devices: int, offers: list[tuple[str, str, float, int]]
+    policy: Policy,
+    max_devices: int,
+    offers: list[tuple[str, str, list[tuple[str, float]], int]],
 ) -> None:
     f = SampleFilter(FilterConfig(policy, max_devices=max_devices))
     now = 0
     decisions = []
-    for driver, device, value, step in offers:
+    for driver, device, values, step in offers:
         now += step
-        decisions.append(f.offer(driver, Sample(device, (Reading("v", "", value),)), now))
+        readings = tuple(Reading(name, "", value) for name, value in values)
+        decisions.append(f.offer(driver, Sample(device, readings), now))
     report = f.report()
     assert report["offered"] == len(offers)
     assert report["forwarded"] == decisions.count(None)
@@ -388,6 +456,15 @@ def test_filters_section_loads(folder: Path) -> None:
         ({"rules": [{"driver": "nope", "burst": 2}]}, "filters.rules[0].driver"),
         ({"rules": [{"burst": 2}]}, "filters.rules[0]"),
         ({"rules": [{"devices": ["a"], "rate": 2}]}, "filters.rules[0].rate"),
+        ({"rules": [{"driver": "gps-1", "heartbeat_s": 60}]}, "filters.rules[0].heartbeat_s"),
+        ({"rules": [{"devices": ["a"], "deadband": {"t": 1}}]}, "filters.rules[0].deadband"),
+        (
+            {
+                "only_on_change": True,
+                "rules": [{"driver": "gps-1", "only_on_change": False, "heartbeat_s": 60}],
+            },
+            "filters.rules[0].heartbeat_s",
+        ),
     ],
 )
 def test_filter_mistakes_are_named(folder: Path, filters: dict[str, Any], key: str) -> None:
@@ -395,6 +472,35 @@ def test_filter_mistakes_are_named(folder: Path, filters: dict[str, Any], key: s
         load(folder, filters)
     assert caught.value.key == key
     assert caught.value.hint
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"only_on_change": True, "rules": [{"driver": "gps-1", "heartbeat_s": 60}]},
+        {"rules": [{"driver": "gps-1", "only_on_change": True, "deadband": {"t": 1}}]},
+        {
+            "rules": [
+                {"driver": "gps-1", "only_on_change": True},
+                {"driver": "gps-1", "devices": ["g"], "heartbeat_s": 60},
+            ]
+        },
+        {
+            "rules": [
+                {"devices": ["g*"], "heartbeat_s": 60},
+                {"devices": ["g"], "only_on_change": True},
+            ]
+        },
+    ],
+    ids=["from-filters", "own", "earlier-rule", "later-rule"],
+)
+def test_rule_change_keys_are_accepted_where_only_on_change_can_apply(
+    folder: Path, filters: dict[str, Any]
+) -> None:
+    config = load(folder, filters)
+    policy = config.policy_for("gps-1", "g")
+    assert policy.only_on_change
+    assert policy.heartbeat_s == 60 or policy.deadband == {"t": 1.0}
 
 
 def test_filters_can_be_set_remotely_and_are_checked_first(folder: Path) -> None:

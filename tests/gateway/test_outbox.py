@@ -6,11 +6,13 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import cbor2
 import pytest
 import trio
 import trio.testing
@@ -21,6 +23,7 @@ from drivers.base import Sample
 from gateway.clock import Stamper
 from gateway.errors import OutboxError, OutboxFull
 from gateway.outbox import (
+    LOSS_CORRUPT_EVENT,
     LOSS_INVALID_EVENT,
     LOSS_OUTBOX_FULL,
     Outbox,
@@ -318,28 +321,30 @@ def test_samples_the_link_refuses_are_counted_and_never_stored(db_path: Path) ->
         assert box.statistics().next_seq == 4
 
 
-def test_a_version_1_file_is_upgraded_in_place(db_path: Path) -> None:
-    import sqlite3
-
-    import cbor2
-
-    db = sqlite3.connect(db_path)
+def write_version_1_file(path: Path, rows: list[tuple[int, bytes]]) -> None:
+    """A version-1 outbox holding ``rows`` (consecutive seqs), seqs below them acked."""
+    db = sqlite3.connect(path)
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID")
     db.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)")
     db.execute(
         "CREATE TABLE losses (reason TEXT PRIMARY KEY, count INTEGER NOT NULL) WITHOUT ROWID"
     )
-    meta = {"next_seq": 8, "acked_upto": 4, "appended": 7, "acked": 4}
+    first, last = rows[0][0], rows[-1][0]
+    meta = {"next_seq": last + 1, "acked_upto": first - 1, "appended": last, "acked": first - 1}
     db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+    db.executemany("INSERT INTO events VALUES (?, ?)", rows)
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+
+
+def test_a_version_1_file_is_upgraded_in_place(db_path: Path) -> None:
     v1 = [
         (5, cbor2.dumps(["dev-1", BOOT_ID, 10, 20, 1, [["temperature", "Cel", 21.5]]])),
         (6, cbor2.dumps(["dev-1", BOOT_ID, 11, 21, 1, [["temperature", "Cel", float("inf")]]])),
         (7, cbor2.dumps(["dev-2", BOOT_ID, 12, 22, 0, [["on", "", True], ["raw", "", b"\x01"]]])),
     ]
-    db.executemany("INSERT INTO events VALUES (?, ?)", v1)
-    db.execute("PRAGMA user_version=1")
-    db.commit()
-    db.close()
+    write_version_1_file(db_path, v1)
     with Outbox(db_path, make_stamper()) as box:
         events = all_events(box)
         # The refused event never left the gateway, nor did any after it: they close the gap.
@@ -351,6 +356,26 @@ def test_a_version_1_file_is_upgraded_in_place(db_path: Path) -> None:
         assert box.depth() == 2
         assert box.append(samples(1))[0].seq == 7
         assert box._conn().execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_corrupt_version_1_rows_are_counted_and_the_rest_upgraded(db_path: Path) -> None:
+    def good(device: str, value: float) -> bytes:
+        return cbor2.dumps([device, BOOT_ID, 10, 20, 1, [["temperature", "Cel", value]]])
+
+    v1 = [
+        (3, good("dev-1", 1.0)),
+        (4, b"\xff not cbor"),
+        (5, good("dev-2", 2.0)),
+        (6, cbor2.dumps(["dev-1", "not bytes", 10, 20, 1, []])),  # CBOR, wrong field type
+        (7, good("dev-3", float("nan"))),  # refused by the link protocol
+        (8, good("dev-4", 4.0)),
+    ]
+    write_version_1_file(db_path, v1)
+    with Outbox(db_path, make_stamper()) as box:
+        events = all_events(box)
+        assert [(e.seq, e.device) for e in events] == [(3, "dev-1"), (4, "dev-2"), (5, "dev-4")]
+        assert box.losses() == {LOSS_CORRUPT_EVENT: 2, LOSS_INVALID_EVENT: 1}
+        assert box.append(samples(1))[0].seq == 6
 
 
 # -- crash safety ---------------------------------------------------------------------------
@@ -412,7 +437,6 @@ async def test_async_wrapper_round_trip(db_path: Path) -> None:
     with trio.fail_after(5):
         async with open_outbox(db_path, make_stamper()) as box:
             events = [s.event() for s in await box.append(samples(3))]
-            assert await box.read_after(0, 10) == events
             encoded = await box.read_encoded_after(0, 10)  # from the in-memory tail
             assert [stored.event() for stored in encoded] == events
             assert await box.ack(2) == 2
@@ -422,6 +446,26 @@ async def test_async_wrapper_round_trip(db_path: Path) -> None:
             assert await box.losses() == {}
         with pytest.raises(OutboxError, match="is closed"):
             await box.depth()
+
+
+async def test_the_tail_never_serves_what_a_full_outbox_dropped(db_path: Path) -> None:
+    # max_events far below the memory tail's size, and a reader (the uplink) that falls
+    # behind: overflow must empty the tail as well as the file, or the reader would be sent
+    # events the ledger already counts as lost.
+    read_upto, sent = 0, []
+    with trio.fail_after(5):
+        async with open_outbox(db_path, make_stamper(), max_events=3) as box:
+            for size in (2, 2, 3, 1, 3, 1, 1, 2):
+                await box.append(samples(size))
+                oldest_kept = await box.resume_from()
+                [got] = await box.read_encoded_after(read_upto, 1)
+                assert got.seq >= oldest_kept
+                read_upto = got.seq
+                sent.append(got.seq)
+            losses = await box.losses()
+    # After a drop the reader resumes at the oldest event still stored.
+    assert sent == [1, 2, 5, 6, 9, 10, 11, 13]
+    assert losses == {LOSS_OUTBOX_FULL: 15 - 3}
 
 
 async def test_concurrent_appends_get_unique_contiguous_seqs(db_path: Path) -> None:
@@ -436,7 +480,7 @@ async def test_concurrent_appends_get_unique_contiguous_seqs(db_path: Path) -> N
             async with trio.open_nursery() as nursery:
                 for i in range(8):
                     nursery.start_soon(producer, f"dev-{i}")
-                    nursery.start_soon(box.read_after, 0, 10)
+                    nursery.start_soon(box.read_encoded_after, 0, 10)
             stored = await box.read_encoded_after(0, 1000)
     seqs = sorted(e.seq for batch in results for e in batch)
     assert seqs == list(range(1, 8 * 5 * 4 + 1))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
 from drivers.registry import make_driver
 from gateway.config import load_config, write_config
@@ -155,10 +156,55 @@ def test_sensors_written_into_a_gateway_config_load(tmp_path: Path) -> None:
                  ca_file="ca.pem", token="t", data_dir="./data")  # fmt: skip
     plan = plan_site(parse_scenario(small()), tmp_path, which=everything,
                      micropython=lambda: "micropython")  # fmt: skip
-    site.write_gateway_sensors(config, plan.sensors)
+    assert site.write_gateway_sensors(config, plan.sensors) == []
     loaded = load_config(config)
     assert [s["name"] for s in loaded.sensors] == ["gps-1", "bus-a", "node-1", "ble"]
     assert config.stat().st_mode & 0o777 == 0o600
+
+
+def test_filter_rules_for_sensors_no_longer_there_are_removed_with_a_note(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "gateway.toml"
+    (tmp_path / "ca.pem").write_text("")
+    write_config(config, gateway_id="gw-1", tenant="acme", url="wss://localhost:8444/link",
+                 ca_file="ca.pem", token="t", data_dir="./data")  # fmt: skip
+    document = tomllib.loads(config.read_text())
+    document["sensors"] = [{"kind": "nmea-gps", "name": "old-gps", "port": "/dev/null"}]
+    document["filters"] = {
+        "only_on_change": True,
+        "rules": [
+            {"driver": "old-gps", "heartbeat_s": 60},
+            {"driver": "gps-1", "only_on_change": False},
+            {"devices": ["meter-*"], "deny_devices": ["meter-2"]},
+        ],
+    }
+    config.write_text(tomli_w.dumps(document))
+    # An interrupted earlier run left its temporary file, readable by all: not reused as is.
+    leftover = config.with_name("gateway.toml.site-tmp")
+    leftover.write_text("stale")
+    leftover.chmod(0o644)
+    plan = plan_site(parse_scenario(small()), tmp_path, which=everything,
+                     micropython=lambda: "micropython")  # fmt: skip
+    notes = site.write_gateway_sensors(config, plan.sensors)
+    assert notes == ["filters.rules[0] removed: its driver 'old-gps' is not a sensor of the site"]
+    filters = load_config(config).filters  # would name rules[0].driver without the removal
+    assert filters.default.only_on_change
+    assert [(r.driver, r.devices) for r in filters.rules] == [
+        ("gps-1", ()),
+        (None, ("meter-*",)),
+    ]
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert not leftover.exists()
+
+
+def test_the_last_orphan_rule_takes_the_rules_key_with_it(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(tomli_w.dumps({"filters": {"rules": [{"driver": "gone", "burst": 2}]}}))
+    assert site.write_gateway_sensors(config, []) == [
+        "filters.rules[0] removed: its driver 'gone' is not a sensor of the site"
+    ]
+    assert tomllib.loads(config.read_text()) == {"sensors": [], "filters": {}}
 
 
 def test_check_prints_the_plan_and_a_bad_scenario_exits_2(
