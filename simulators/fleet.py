@@ -385,8 +385,9 @@ class SimGateway:
             if isinstance(message, Command) and self.plan.mode == "hold":
                 if not self.plan.answer_commands:
                     continue
-                # The core asks every new link for its status (then every 30 s); a held
-                # link answers as a gateway with its configuration untouched would.
+                # The core asks every new link for its status (then about every 5 min, and
+                # after 1, 2, 4 s while a change is in flight); a held link answers as a
+                # gateway with its configuration untouched would.
                 await connection.send(session.result(message.command_id, *_answer(message)))
                 continue
             if not isinstance(message, Acked):

@@ -36,10 +36,21 @@ as ``_health`` events every report interval. The periodic refresh only catches w
 on the gateway alone, for which minutes are soon enough.
 
 Every answer is merged into the fleet store, which is what the CLI and REST show. Answers are
-buffered and written every ``flush_every_s`` in one transaction, on a worker thread, so
-thousands of links cost a few commits a second and none on the event loop. The agent decides
-from what it last wrote (kept per link) rather than re-reading it. It keeps no state of its
-own that a restart would lose, beyond when it last asked each link for its status.
+buffered and written every ``flush_every_s`` in one transaction, so thousands of links cost a
+few commits a second. The outcome of a ``configure`` or ``update`` (which only the agent
+records: a refusal, the rollout it answered) is written at once instead, so a restart right
+after it is unlikely to send the command again. The agent decides from what it last wrote
+(kept per link) rather than re-reading it; a link reads the store once, and then sees what
+is still buffered or being written on top. It keeps no state of its own that a restart would
+lose, beyond when it last asked each link for its status.
+
+Every store, registry and enrolment call runs on a worker thread, one at a time (a capacity
+limiter of one), so the event loop never waits for a SQLite lock: not for the agent's own
+write, nor for the CLI's, which can hold the database for up to the 10 s busy timeout. A link
+whose store read fails with a SQLite error is reconciled again ``retry_after_s`` later, a
+failed sweep at the next one, a failed write at the next flush. When the agent stops it
+writes what is left on the calling thread; if that fails it logs how many gateways' reports
+were lost rather than hide why it stopped.
 """
 
 from __future__ import annotations
@@ -53,7 +64,7 @@ import random
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, TypeVarTuple
 
 import trio
 from websockets.exceptions import ConnectionClosed
@@ -72,11 +83,15 @@ if TYPE_CHECKING:
     from cloud.enrolment import Enrolment
     from cloud.fleet.store import FleetStore
     from cloud.principal import Principal
-    from cloud.registry import Registry
+    from cloud.registry import Registry, TokenRecord
     from protocol.messages import Scalar
     from protocol.session import CoreSession
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+Reports = dict[tuple[str, str], dict[str, Any]]
 
 COMMAND_TIMEOUT_S: Final = 30.0
 #: Renew when less than this share of the token's lifetime is left.
@@ -150,6 +165,9 @@ class CommandHub:
     def links(self) -> list[_Live]:
         return list(self._live.values())
 
+    def link_count(self) -> int:
+        return len(self._live)
+
     def find(self, tenant: str, gateway_id: str) -> _Live | None:
         return self._live.get((tenant, gateway_id))
 
@@ -214,8 +232,13 @@ class FleetAgent:
     _timers: list[tuple[float, int, _Live]] = field(default_factory=list, init=False)
     _timer_n: int = field(default=0, init=False)
     _wake: trio.Event = field(default_factory=trio.Event, init=False)
-    _pending: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict, init=False)
+    _pending: Reports = field(default_factory=dict, init=False)
+    _writing: Reports = field(default_factory=dict, init=False)  # the flush in progress
     _flush_wanted: trio.Event = field(default_factory=trio.Event, init=False)
+    _flush_now: trio.Event = field(default_factory=trio.Event, init=False)
+    _db_limiter: trio.CapacityLimiter = field(
+        default_factory=lambda: trio.CapacityLimiter(1), init=False
+    )
     _send: trio.MemorySendChannel[_Live] | None = field(default=None, init=False)
     _seq: int = field(default=0, init=False)
     _random: random.Random = field(default_factory=random.Random, init=False)
@@ -228,7 +251,7 @@ class FleetAgent:
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(self._changed, tenant, gateway_id)
 
-        self._seq = await trio.to_thread.run_sync(self.store.latest_change)
+        self._seq = await self._db(self.store.latest_change)
         unsubscribe = self.store.subscribe(changed)
         send, receive = trio.open_memory_channel[_Live](math.inf)
         self._send = send
@@ -245,9 +268,23 @@ class FleetAgent:
         finally:
             self.hub.on_attach = None
             unsubscribe()
-            if self._pending:  # shutting down: write what is buffered, on this thread
-                self.store.record_reports(self._pending)
-                self._pending = {}
+            self._flush_at_exit()
+
+    async def _db(self, call: Callable[[*Ts], T], *args: *Ts) -> T:
+        """``call(*args)`` on a worker thread, after any other store call has returned."""
+        return await trio.to_thread.run_sync(call, *args, limiter=self._db_limiter)
+
+    def _flush_at_exit(self) -> None:
+        # The flusher has ended: a write in flight was waited for (worker threads are not
+        # abandoned on cancellation), so what is left is unwritten. Write it on this thread.
+        left = _merged(self._writing, self._pending)
+        self._writing, self._pending = {}, {}
+        if not left:
+            return
+        try:
+            self.store.record_reports(left)
+        except sqlite3.Error as exc:  # do not hide the exception that is stopping the agent
+            log.error("fleet reports of %d gateways lost at shutdown: %s", len(left), exc)
 
     async def _schedule_loop(self) -> None:
         next_sweep = trio.current_time() + self.sweep_every_s
@@ -256,6 +293,7 @@ class FleetAgent:
             if now >= next_sweep:
                 await self._sweep()
                 next_sweep = trio.current_time() + self.sweep_every_s
+            self._prune_timers()
             while self._timers and self._timers[0][0] <= now:
                 due, _n, live = heapq.heappop(self._timers)
                 if due == live.wake_at:  # otherwise rescheduled since
@@ -268,7 +306,11 @@ class FleetAgent:
 
     async def _sweep(self) -> None:
         """Reconcile the links concerned by changes other processes logged in the store."""
-        self._seq, changes = await trio.to_thread.run_sync(self.store.changes_since, self._seq)
+        try:
+            self._seq, changes = await self._db(self.store.changes_since, self._seq)
+        except sqlite3.Error as exc:  # e.g. the CLI held the database past the busy timeout
+            log.warning("fleet change log not read, trying again: %s", exc)
+            return
         if changes is None:  # fell behind the log: treat everything as changed
             for live in self.hub.links():
                 self._enqueue(live)
@@ -313,6 +355,18 @@ class FleetAgent:
         heapq.heappush(self._timers, (due, self._timer_n, live))
         self._wake.set()
 
+    def _prune_timers(self) -> None:
+        """Drop the entries of ended links and superseded ones once they outnumber the rest.
+
+        An entry keeps its link (connection, session, reported state) alive until it is due,
+        minutes away; links that come and go would pile up. Each link has at most one current
+        entry, so rebuilding when the heap is twice the link count costs O(1) per push.
+        """
+        if len(self._timers) <= 2 * self.hub.link_count() + 64:
+            return
+        self._timers = [t for t in self._timers if t[2].attached and t[0] == t[2].wake_at]
+        heapq.heapify(self._timers)
+
     async def _worker(self, receive: trio.MemoryReceiveChannel[_Live]) -> None:
         async for live in receive:
             live.queued = False
@@ -332,21 +386,27 @@ class FleetAgent:
     async def _flusher(self) -> None:
         while True:
             await self._flush_wanted.wait()
-            await trio.sleep(self.flush_every_s)  # gather more: one transaction for all
+            # Gather more (one transaction for all), unless a command's outcome is waiting.
+            with trio.move_on_after(self.flush_every_s):
+                await self._flush_now.wait()
             self._flush_wanted = trio.Event()
-            batch, self._pending = self._pending, {}
+            self._flush_now = trio.Event()
+            # Kept until the write returns: a link that reads the store meanwhile may not
+            # see it yet (see _load).
+            self._writing, self._pending = self._pending, {}
             try:
-                await trio.to_thread.run_sync(self.store.record_reports, batch)
+                await self._db(self.store.record_reports, self._writing)
             except sqlite3.Error as exc:  # e.g. locked for longer than the busy timeout
                 log.warning("fleet reports not written, retrying: %s", exc)
-                for key, report in batch.items():
-                    self._pending[key] = {**report, **self._pending.get(key, {})}
+                self._pending = _merged(self._writing, self._pending)
                 self._flush_wanted.set()
+            self._writing = {}
 
     async def _reconcile_once(self, live: _Live) -> bool:
         """One pass over the steps; True when a command changed something."""
         who = live.principal
         try:
+            await self._load(live)
             if not live.asked or trio.current_time() >= live.status_due:
                 result = await self._call(live, "status", {})
                 self._record(live, result.detail)
@@ -359,7 +419,7 @@ class FleetAgent:
                     live.follow_s = FOLLOW_FIRST_S
                     live.status_due = min(live.status_due, trio.current_time() + FOLLOW_FIRST_S)
                     return True
-        except (NotConnected, trio.TooSlowError) as exc:
+        except (NotConnected, trio.TooSlowError, sqlite3.Error) as exc:
             log.info("gateway %s/%s: %s", who.tenant, who.id, exc)
             live.retry_due = trio.current_time() + self.retry_after_s
         return False
@@ -384,25 +444,34 @@ class FleetAgent:
         spread = self._random.uniform(1 - self.status_jitter, 1 + self.status_jitter)
         live.status_due = now + self.status_every_s * spread
 
-    def _record(self, live: _Live, detail: dict[str, Scalar]) -> None:
-        """Merge into the link's view now; into the store at the next flush."""
+    def _record(self, live: _Live, detail: dict[str, Scalar], *, now: bool = False) -> None:
+        """Merge into the link's view now; into the store at the next flush (``now``: at once)."""
         report: dict[str, Any] = {k: v for k, v in detail.items() if not isinstance(v, bytes)}
         key = (live.principal.tenant, live.principal.id)
         live.reported = {**self._reported(live), **report}
         self._pending[key] = {**self._pending.get(key, {}), **report}
         self._flush_wanted.set()
+        if now:
+            self._flush_now.set()
+
+    async def _load(self, live: _Live) -> None:
+        """Read what the store holds for the link's gateway, once per link."""
+        if live.reported is not None:
+            return
+        key = (live.principal.tenant, live.principal.id)
+        stored, _at = await self._db(self.store.reported, *key)
+        # The read may have run before a flush that is still in progress or not begun yet
+        # committed; both are merged on top, as they will be in the store.
+        live.reported = {**stored, **self._writing.get(key, {}), **self._pending.get(key, {})}
 
     def _reported(self, live: _Live) -> dict[str, Any]:
         """What the store holds for the gateway, plus what is waiting to be written."""
-        if live.reported is None:
-            key = (live.principal.tenant, live.principal.id)
-            stored, _at = self.store.reported(*key)
-            live.reported = {**stored, **self._pending.get(key, {})}
+        assert live.reported is not None, "read at the start of each pass (_load)"
         return live.reported
 
     async def _configure(self, live: _Live) -> bool:
         who = live.principal
-        desired = self.store.desired_config(who.tenant, who.id)
+        desired = await self._db(self.store.desired_config, who.tenant, who.id)
         reported = self._reported(live)
         if desired is None or desired.version in (
             reported.get("config_version"),
@@ -418,19 +487,23 @@ class FleetAgent:
         }
         result = await self._call(live, "configure", args)
         if result.ok:
-            self._record(live, {"config_pending": desired.version, **result.detail})
+            self._record(live, {"config_pending": desired.version, **result.detail}, now=True)
         else:
             reason = str(result.detail.get("error", "refused"))
-            self._record(live, {"refused_version": desired.version, "refused_reason": reason})
+            refusal: dict[str, Scalar] = {
+                "refused_version": desired.version,
+                "refused_reason": reason,
+            }
+            self._record(live, refusal, now=True)
         return True
 
     async def _renew(self, live: _Live) -> bool:
         who = live.principal
         if live.renew_due is None:
-            live.renew_due = self._renewal_due(live)
+            live.renew_due = await self._renewal_due(live)
         if trio.current_time() < live.renew_due:
             return False
-        credentials = self.enrolment.renew(who.tenant, who.id)
+        credentials = await self._db(self.enrolment.renew, who.tenant, who.id)
         result = await self._call(
             live,
             "renew_credentials",
@@ -442,20 +515,27 @@ class FleetAgent:
         self._record(live, {"token_expires_at": credentials.expires_at} if result.ok else {})
         return True
 
-    def _renewal_due(self, live: _Live) -> float:
+    async def _renewal_due(self, live: _Live) -> float:
         """When (trio clock) the link's token reaches the renewal point; inf if never."""
-        try:
-            record = self.registry.get_token(live.principal.token_id)
-            self.enrolment.enrolled_key(live.principal.tenant, live.principal.id)
-        except CloudError:
+        record = await self._db(self._renewable_token, live.principal)
+        if record is None:
             return math.inf  # not an enrolled (key-bound) gateway: nothing to renew here
         lifetime = record.expires_at - record.issued_at
         wall_due = record.expires_at - lifetime * RENEW_FRACTION
         return trio.current_time() + max(0.0, wall_due - self.now())
 
+    def _renewable_token(self, principal: Principal) -> TokenRecord | None:
+        """The link token's record if the gateway is enrolled (key-bound). On a worker thread."""
+        try:
+            record = self.registry.get_token(principal.token_id)
+            self.enrolment.enrolled_key(principal.tenant, principal.id)
+        except CloudError:
+            return None
+        return record
+
     async def _update(self, live: _Live) -> bool:
         who = live.principal
-        rollout = self.store.rollout(who.tenant)
+        rollout = await self._db(self.store.rollout, who.tenant)
         if rollout is None or not in_rollout(who.id, rollout.version, rollout.percent):
             return False
         reported = self._reported(live)
@@ -472,7 +552,7 @@ class FleetAgent:
             return False
         if not rollout.force and not _newer(rollout.version, running):
             return False
-        release = self.store.get_release(rollout.version)
+        release = await self._db(self.store.get_release, rollout.version)
         args: dict[str, Scalar] = {
             "version": release.version,
             "sha256": release.sha256,
@@ -488,6 +568,7 @@ class FleetAgent:
                 "update_rollout_at": rollout.created_at,
                 **result.detail,
             },
+            now=True,
         )
         return True
 
@@ -500,6 +581,11 @@ def config_chunks(data: bytes) -> dict[str, Scalar]:
     """
     size = limits.MAX_BLOB_BYTES
     return {f"config.{i}": data[at : at + size] for i, at in enumerate(range(0, len(data), size))}
+
+
+def _merged(first: Reports, then: Reports) -> Reports:
+    """Per gateway, ``first``'s report updated with ``then``'s (the newer one)."""
+    return {key: {**first.get(key, {}), **then.get(key, {})} for key in {**first, **then}}
 
 
 def _newer(candidate: str, running: str) -> bool:

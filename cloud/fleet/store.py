@@ -230,10 +230,6 @@ class FleetStore:
 
     # --- reported state ----------------------------------------------------------------------
 
-    def record_report(self, tenant: str, gateway_id: str, report: dict[str, Any]) -> None:
-        """Merge ``report`` into what the gateway reported before."""
-        self.record_reports({(tenant, gateway_id): report})
-
     def record_reports(self, reports: Mapping[tuple[str, str], dict[str, Any]]) -> None:
         """Merge each ``(tenant, gateway id) -> report`` in one transaction (one commit)."""
         if not reports:

@@ -177,9 +177,9 @@ def schema_version(conn: sqlite3.Connection) -> int:
 def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
     """Bring the database up to ``len(migrations)``; return the version it was at.
 
-    The connection must be in autocommit mode (``isolation_level=None``). Each step runs in
-    its own ``BEGIN IMMEDIATE`` transaction together with the version bump, so a crash
-    leaves the schema at a whole version.
+    The connection must be in autocommit mode (``isolation_level=None``). All pending steps
+    and their version bumps run in one ``BEGIN IMMEDIATE`` transaction, so a crash or a
+    failing step leaves the schema at the version it started from.
 
     Raises:
         SchemaError: the database is newer than ``migrations`` knows.

@@ -7,6 +7,10 @@ command bytes with the protocol codec and answers the way ``gateway.remote_confi
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sqlite3
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -14,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 import trio
+import trio.testing
 
 from cloud.enrolment import Enrolment
 from cloud.fleet.agent import CommandHub, FleetAgent
@@ -38,13 +43,22 @@ WAIT_S = 10.0
 
 
 class CountingStore(FleetStore):
-    """The real store, counting calls and the transactions that write reports."""
+    """The real store, counting calls and the transactions that write reports.
+
+    A test can also hold the next report write (``hold_writes``: it waits, on its worker
+    thread, until the event is set), make writes fail (``fail_writes``), and see when a
+    ``reported`` read begins (``read_started``).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.calls: Counter[str] = Counter()
         self.reports_written = 0
         self.written = trio.Event()  # set after every report transaction
+        self.hold_writes: threading.Event | None = None
+        self.write_held = trio.Event()
+        self.fail_writes = False
+        self.read_started = trio.Event()
         self._token = trio.lowlevel.current_trio_token()
 
     def desired_config(self, tenant: str, gateway_id: str) -> Any:
@@ -53,6 +67,7 @@ class CountingStore(FleetStore):
 
     def reported(self, tenant: str, gateway_id: str) -> Any:
         self.calls["reported"] += 1
+        self._token.run_sync_soon(self.read_started.set)
         return super().reported(tenant, gateway_id)
 
     def rollout(self, tenant: str) -> Any:
@@ -64,7 +79,13 @@ class CountingStore(FleetStore):
         return super().changes_since(seq)
 
     def record_reports(self, reports: Mapping[tuple[str, str], dict[str, Any]]) -> None:
-        super().record_reports(reports)  # on a worker thread
+        if self.fail_writes:
+            raise sqlite3.OperationalError("disk I/O error")
+        hold, self.hold_writes = self.hold_writes, None
+        if hold is not None:  # on a worker thread: wait there, the event loop goes on
+            self._token.run_sync_soon(self.write_held.set)
+            hold.wait(WAIT_S)
+        super().record_reports(reports)
         self.calls["record_reports"] += 1
         self.reports_written += len(reports)
         self._token.run_sync_soon(self._wrote)
@@ -88,6 +109,7 @@ class MemoryGateway:
     hub: CommandHub
     principal: Principal
     config_version: int = 0
+    refuse: bool = False  # refuses every configuration, as one with a bad sensor table
     received: list[Command] = field(default_factory=list)
     arrived: trio.Event = field(default_factory=trio.Event)
 
@@ -98,6 +120,11 @@ class MemoryGateway:
         detail: dict[str, Scalar] = {}
         if command.name == "status":
             detail = {"config_version": self.config_version, "config_pending": 0}
+        elif command.name == "configure" and self.refuse:
+            detail = {"error": "sensor 'tank' has no driver"}
+            self.hub.resolve(self.principal, Result(command.command_id, False, detail))
+            self.arrived.set()
+            return
         elif command.name == "configure":
             version = command.args["version"]
             assert isinstance(version, int)
@@ -126,12 +153,15 @@ class Harness:
     agent: FleetAgent
     home: CoreHome
 
-    def connect(self, gateway_id: str) -> MemoryGateway:
+    def connect(self, gateway_id: str, *, refuse: bool = False) -> MemoryGateway:
         principal = Principal(PrincipalKind.GATEWAY, gateway_id, TENANT, f"jti-{gateway_id}")
-        gateway = MemoryGateway(self.hub, principal)
+        gateway = MemoryGateway(self.hub, principal, refuse=refuse)
         connection = cast("ServerConnection", gateway)
         self.hub.attach(principal, CoreSession(gateway_id), connection)
         return gateway
+
+    def disconnect(self, gateway: MemoryGateway) -> None:
+        self.hub.detach(gateway.principal, cast("ServerConnection", gateway))
 
 
 @pytest.fixture
@@ -140,7 +170,15 @@ def sweep_every_s() -> float:
 
 
 @pytest.fixture
-async def harness(core_home: CoreHome, sweep_every_s: float) -> AsyncIterator[Harness]:
+def flush_every_s() -> float:
+    return 0.5
+
+
+@contextlib.asynccontextmanager
+async def running_agent(
+    core_home: CoreHome, *, sweep_every_s: float, flush_every_s: float
+) -> AsyncIterator[Harness]:
+    """An agent on the real stores; it is cancelled (and writes what it buffered) on exit."""
     store = CountingStore(core_home.db_path)
     with Registry(core_home.db_path) as registry, store:
         enrolment = Enrolment(core_home, registry, TokenIssuer(core_home))
@@ -153,15 +191,30 @@ async def harness(core_home: CoreHome, sweep_every_s: float) -> AsyncIterator[Ha
             "https://localhost:1",
             sweep_every_s=sweep_every_s,
             status_every_s=3600.0,
-            flush_every_s=0.5,
+            flush_every_s=flush_every_s,
         )
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(agent.run)
                 yield Harness(hub, store, agent, core_home)
-                nursery.cancel_scope.cancel()  # the agent writes what it buffered, then ends
+                nursery.cancel_scope.cancel()
         finally:
             enrolment.close()
+
+
+@pytest.fixture
+async def harness(
+    core_home: CoreHome, sweep_every_s: float, flush_every_s: float
+) -> AsyncIterator[Harness]:
+    async with running_agent(
+        core_home, sweep_every_s=sweep_every_s, flush_every_s=flush_every_s
+    ) as harness:
+        yield harness
+
+
+def stored_report(home: CoreHome, gateway_id: str) -> dict[str, Any]:
+    with FleetStore(home.db_path) as reader:  # what the CLI and REST read
+        return reader.reported(TENANT, gateway_id)[0]
 
 
 async def test_a_configuration_set_while_connected_reaches_the_gateway_at_once(
@@ -232,3 +285,91 @@ def test_the_change_log_tells_a_reader_that_fell_behind(core_home: CoreHome) -> 
             db.execute("DELETE FROM fleet_changes")
         store.set_config(TENANT, "gw-2", {"log_level": "info"})
         assert store.changes_since(start)[1] is None
+
+
+@pytest.mark.parametrize("flush_every_s", [3600.0])
+async def test_a_refusal_is_written_at_once_not_at_the_next_flush(harness: Harness) -> None:
+    gateway = harness.connect("gw-1", refuse=True)
+    await gateway.wait_for("status")
+    version = harness.store.set_config(TENANT, "gw-1", {"log_level": "debug"}).version
+    await gateway.wait_for("configure")
+    # An hour-long flush period: only the prompt write of a command's outcome gets it there,
+    # so a core restarted now would not send the refused configuration again.
+    with trio.fail_after(WAIT_S):
+        await harness.store.wait_reports(1)
+    assert stored_report(harness.home, "gw-1")["refused_version"] == version
+
+
+async def test_a_reconnect_while_a_refusal_is_being_written_does_not_repeat_it(
+    harness: Harness,
+) -> None:
+    first = harness.connect("gw-1", refuse=True)
+    await first.wait_for("status")
+    with trio.fail_after(WAIT_S):
+        await harness.store.wait_reports(1)
+    release = harness.store.hold_writes = threading.Event()
+    try:
+        version = harness.store.set_config(TENANT, "gw-1", {"log_level": "debug"}).version
+        await first.wait_for("configure")
+        with trio.fail_after(WAIT_S):
+            await harness.store.write_held.wait()  # the refusal is not in the store yet
+        harness.disconnect(first)
+        second = harness.connect("gw-1", refuse=True)
+        # A rollout that does not cover it makes the agent look at the new link at once.
+        harness.store.add_release("9.9.9", "0" * 64, 1)
+        harness.store.start_rollout(TENANT, "9.9.9", 0, force=False)
+        await trio.testing.wait_all_tasks_blocked()
+    finally:
+        release.set()
+    await second.wait_for("status")
+    # The status answer is written at the next flush, half a second on; the rest of the
+    # pass (the configure decision) takes milliseconds and its reads are served first.
+    with trio.fail_after(WAIT_S):
+        await harness.store.wait_reports(harness.store.reports_written + 1)
+    assert second.count("configure") == 0
+    assert stored_report(harness.home, "gw-1")["refused_version"] == version
+
+
+async def test_a_database_locked_by_another_process_does_not_stall_the_event_loop(
+    harness: Harness,
+) -> None:
+    cli = sqlite3.connect(harness.home.db_path, isolation_level=None)
+    try:
+        cli.execute("BEGIN EXCLUSIVE")  # as a CLI write would, for up to the busy timeout
+        gateway = harness.connect("gw-1")
+        with trio.fail_after(WAIT_S):
+            await harness.store.read_started.wait()
+        # The agent's read now waits for the lock on a worker thread; this task still runs.
+        started = trio.current_time()
+        await trio.sleep(0.05)
+        assert trio.current_time() - started < 1.0
+        assert gateway.count("status") == 0
+    finally:
+        cli.execute("ROLLBACK")
+        cli.close()
+    await gateway.wait_for("status")
+
+
+async def test_links_that_come_and_go_do_not_pile_up_in_the_timers(harness: Harness) -> None:
+    for n in range(500):
+        harness.disconnect(harness.connect(f"gw-{n}"))
+    stays = harness.connect("gw-stays")
+    await trio.testing.wait_all_tasks_blocked()
+    timers = harness.agent._timers  # each entry holds its link until due, a second away
+    assert len(timers) <= 2 * harness.hub.link_count() + 64
+    assert any(live.principal.id == "gw-stays" for _due, _n, live in timers)
+    await stays.wait_for("status")
+
+
+async def test_a_failed_write_at_shutdown_is_logged_not_raised(
+    core_home: CoreHome, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_agent(core_home, sweep_every_s=3600.0, flush_every_s=3600.0) as harness:
+        gateway = harness.connect("gw-1")
+        await gateway.wait_for("status")
+        await trio.testing.wait_all_tasks_blocked()  # the answer is buffered, not written
+        harness.store.fail_writes = True
+    assert any(
+        r.levelno == logging.ERROR and "fleet reports of 1 gateways lost" in r.getMessage()
+        for r in caplog.records
+    )
