@@ -68,6 +68,11 @@ class Bus(Protocol):
     def publish(self, tenant: str, items: Sequence[Delivered]) -> None:
         """Hand events to every matching subscriber of ``tenant``; never blocks."""
 
+    def has_subscribers(self, tenant: str) -> bool:
+        """Whether anything subscribes to ``tenant`` now: if not, publishing is a no-op,
+        so a caller need not build the items (ingest does not, once per stored event)."""
+        ...
+
     def subscribe(
         self, tenant: str, patterns: tuple[str, ...], buffer: int = DEFAULT_SUBSCRIBER_BUFFER
     ) -> Subscription:
@@ -104,6 +109,9 @@ class LocalBus:
             subscribers.remove(subscription)
         if not subscribers:
             self._by_tenant.pop(subscription.tenant, None)
+
+    def has_subscribers(self, tenant: str) -> bool:
+        return tenant in self._by_tenant  # unsubscribe drops a tenant's empty list
 
     def publish(self, tenant: str, items: Sequence[Delivered]) -> None:
         subscribers = self._by_tenant.get(tenant)

@@ -393,9 +393,10 @@ class _Link:
             # Stored either way: if the ack is lost, the peer resends and the store deduplicates.
             with contextlib.suppress(ConnectionClosed):
                 await self.connection.send(session.ack(result.acked_seq))
-            server.bus.publish(
-                self.principal.tenant, [Delivered(self.principal.id, e) for e in events]
-            )
+            # Most tenants have no live subscriber: then no Delivered value is built at all.
+            if server.bus.has_subscribers(self.principal.tenant):
+                gateway = self.principal.id
+                server.bus.publish(self.principal.tenant, [Delivered(gateway, e) for e in events])
 
     async def _subscribe(
         self, session: CoreSession, request: Subscribe, nursery: trio.Nursery
