@@ -36,6 +36,7 @@ from typing import Any, Final
 import trio
 
 from bench.ingest import _peak_rss_kib, _setup
+from bench.record import record, row_head
 from bench.ws_choice import machine_info, process_cpu_s
 from drivers.base import Sample
 from gateway.app import MAX_APPEND, Gateway
@@ -46,7 +47,6 @@ from protocol import limits
 from protocol.events import Reading
 
 RESULTS: Final = Path("bench/results/drain.json")
-PERFORMANCE_DOC: Final = Path("docs/performance.md")
 TABLE_MARKER: Final = "<!-- drain results: bench/drain.py appends rows above this line -->"
 #: Devices the filled readings are spread over, as in bench.ingest.
 SENSORS: Final = 4
@@ -194,21 +194,13 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 
 def _write_results(result: dict[str, Any]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    history = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    history.append(result)
-    RESULTS.write_text(json.dumps(history, indent=2) + "\n")
-    if PERFORMANCE_DOC.exists() and TABLE_MARKER in PERFORMANCE_DOC.read_text():
-        machine = result["machine"]
-        row = (
-            f"| {machine['date'][:10]} | {machine['nproc']} x {machine['cpu_model']} | "
-            f"`{result['command']}` | {result['fill_events_per_s']:,} | "
-            f"{result['fill_cpu_us_per_event']} | {result['drain_events_per_s']:,} | "
-            f"{result['gateway_cpu_us_per_event']} | {result['core_cpu_us_per_event']} | "
-            f"{result['lost']} / {result['doubled']} |"
-        )
-        text = PERFORMANCE_DOC.read_text().replace(TABLE_MARKER, row + "\n" + TABLE_MARKER)
-        PERFORMANCE_DOC.write_text(text)
+    row = row_head(result) + (
+        f"{result['fill_events_per_s']:,} | "
+        f"{result['fill_cpu_us_per_event']} | {result['drain_events_per_s']:,} | "
+        f"{result['gateway_cpu_us_per_event']} | {result['core_cpu_us_per_event']} | "
+        f"{result['lost']} / {result['doubled']} |"
+    )
+    record(RESULTS, result, TABLE_MARKER, row)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,12 +42,12 @@ from typing import Any, Final
 import trio
 
 from bench.ingest import _setup
+from bench.record import record, row_head
 from bench.ws_choice import machine_info
 from simulators.scenario import default_scenario_text, load_scenario, parse_scenario
 from simulators.site import RunningSite, plan_site, run_site, write_gateway_sensors
 
 RESULTS: Final = Path("bench/results/gateway_memory.json")
-PERFORMANCE_DOC: Final = Path("docs/performance.md")
 TABLE_MARKER: Final = (
     "<!-- gateway memory results: bench/gateway_memory.py appends rows above this line -->"
 )
@@ -214,21 +214,13 @@ async def _measure_gateway(
 
 
 def _write_results(result: dict[str, Any]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    history = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    history.append(result)
-    RESULTS.write_text(json.dumps(history, indent=2) + "\n")
-    if PERFORMANCE_DOC.exists() and TABLE_MARKER in PERFORMANCE_DOC.read_text():
-        machine = result["machine"]
-        floor = result["floor_python_kib"]["VmRSS"] / 1024
-        row = (
-            f"| {machine['date'][:10]} | {machine['nproc']} x {machine['cpu_model']} | "
-            f"`{result['command']}` | {len(result['drivers'])} | "
-            f"{result['rss_mib_mean']} / {result['rss_mib_max']} | {result['peak_rss_mib']} | "
-            f"{result['uss_mib_mean']} | {result['threads']} | {floor:.1f} |"
-        )
-        text = PERFORMANCE_DOC.read_text().replace(TABLE_MARKER, row + "\n" + TABLE_MARKER)
-        PERFORMANCE_DOC.write_text(text)
+    floor = result["floor_python_kib"]["VmRSS"] / 1024
+    row = row_head(result) + (
+        f"{len(result['drivers'])} | "
+        f"{result['rss_mib_mean']} / {result['rss_mib_max']} | {result['peak_rss_mib']} | "
+        f"{result['uss_mib_mean']} | {result['threads']} | {floor:.1f} |"
+    )
+    record(RESULTS, result, TABLE_MARKER, row)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
+from bench.record import record, row_head
 from bench.ws_choice import machine_info, percentile, process_cpu_s
 from cloud.home import init_home
 from cloud.registry import Registry, issue_gateway_credentials
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 RESULTS: Final = Path("bench/results/ingest.json")
-PERFORMANCE_DOC: Final = Path("docs/performance.md")
 TABLE_MARKER: Final = "<!-- ingest results: bench/ingest.py appends rows above this line -->"
 
 
@@ -285,24 +285,14 @@ def _check_store(events_db: Path, gateway: Gateway) -> tuple[int, int, int]:
 
 
 def _write_results(result: dict[str, Any]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    history = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    history.append(result)
-    RESULTS.write_text(json.dumps(history, indent=2) + "\n")
-    if PERFORMANCE_DOC.exists() and TABLE_MARKER in PERFORMANCE_DOC.read_text():
-        machine = result["machine"]
-        lat = result["latency_ms"]
-        row = (
-            f"| {machine['date'][:10]} | {machine['nproc']} x {machine['cpu_model']} | "
-            f"`{result['command']}` | {result['durable_events_per_s']:,} | "
-            f"{lat['p50']} / {lat['p99']} / {lat['p99.9']} | {result['core_cpu_s_per_s']} | "
-            f"{result['core_peak_rss_mib']} | {result['gateway_cpu_us_per_event']} | "
-            f"{result['lost']} / {result['doubled']} |\n"
-        )
-        text = PERFORMANCE_DOC.read_text().replace(
-            TABLE_MARKER, row.rstrip("\n") + "\n" + TABLE_MARKER
-        )
-        PERFORMANCE_DOC.write_text(text)
+    lat = result["latency_ms"]
+    row = row_head(result) + (
+        f"{result['durable_events_per_s']:,} | "
+        f"{lat['p50']} / {lat['p99']} / {lat['p99.9']} | {result['core_cpu_s_per_s']} | "
+        f"{result['core_peak_rss_mib']} | {result['gateway_cpu_us_per_event']} | "
+        f"{result['lost']} / {result['doubled']} |\n"
+    )
+    record(RESULTS, result, TABLE_MARKER, row)
 
 
 def main(argv: list[str] | None = None) -> int:
