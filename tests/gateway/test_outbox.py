@@ -239,16 +239,11 @@ def test_stored_body_round_trips(
     clock: ClockSource,
     readings: list[tuple[str, str, int | float | str | bool | bytes]],
 ) -> None:
-    event = Event(
-        seq=42,
-        device=device,
-        boot_id=BOOT_ID,
-        mono_ns=mono,
-        wall_ns=wall,
-        clock=clock,
-        readings=tuple(Reading(*r) for r in readings),
-    )
-    decoded = decode_stored_body(42, encode_stored_body(event))
+    event = Event(42, device, BOOT_ID, mono, wall, clock, tuple(Reading(*r) for r in readings))
+    assert_same_event(decode_stored_body(42, encode_stored_body(event)), event)
+
+
+def assert_same_event(decoded: Event, event: Event) -> None:
     assert decoded == event
     # bool is an int subclass: equality alone would not notice True coming back as 1.
     assert [type(r.value) for r in decoded.readings] == [type(r.value) for r in event.readings]
@@ -290,19 +285,8 @@ def test_version_1_body_round_trips(
     clock: ClockSource,
     readings: list[tuple[str, str, int | float | str | bool | bytes]],
 ) -> None:
-    event = Event(
-        seq=42,
-        device=device,
-        boot_id=BOOT_ID,
-        mono_ns=mono,
-        wall_ns=wall,
-        clock=clock,
-        readings=tuple(Reading(*r) for r in readings),
-    )
-    decoded = decode_event_body(42, encode_event_body(event))
-    assert decoded == event
-    # bool is an int subclass: equality alone would not notice True coming back as 1.
-    assert [type(r.value) for r in decoded.readings] == [type(r.value) for r in event.readings]
+    event = Event(42, device, BOOT_ID, mono, wall, clock, tuple(Reading(*r) for r in readings))
+    assert_same_event(decode_event_body(42, encode_event_body(event)), event)
 
 
 def test_samples_the_link_refuses_are_counted_and_never_stored(db_path: Path) -> None:
