@@ -42,13 +42,13 @@ from typing import Any, Final
 
 import trio
 
+from bench import record as bench_record
 from bench.throughput import REPO, _issue, _rss_kib, _start_core
 from bench.ws_choice import machine_info, process_cpu_s
 from cloud.home import init_home, load_config
 from simulators.fleet import HOLD_FINAL_ACK_S, MAX_HANDSHAKES, FleetPlan, LatencyHistogram
 
 RESULTS: Final = Path("bench/results/links.json")
-PERFORMANCE_DOC: Final = Path("docs/performance.md")
 TABLE_MARKER: Final = "<!-- links results: bench/links.py appends rows above this line -->"
 WARMUP_LINKS: Final = 8
 FLEET: Final = (sys.executable, "-m", "simulators.fleet")
@@ -311,16 +311,7 @@ def _row(result: dict[str, Any]) -> str:
 
 
 def record(result: dict[str, Any]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    history = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    history.append(result)
-    RESULTS.write_text(json.dumps(history, indent=1) + "\n")
-    if PERFORMANCE_DOC.exists():
-        text = PERFORMANCE_DOC.read_text()
-        if TABLE_MARKER in text:
-            PERFORMANCE_DOC.write_text(
-                text.replace(TABLE_MARKER, _row(result) + "\n" + TABLE_MARKER)
-            )
+    bench_record.record(RESULTS, result, TABLE_MARKER, _row(result))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,6 +40,7 @@ from typing import Any, Final
 import cbor2
 import trio
 
+from bench import record as bench_record
 from bench.ws_choice import machine_info, process_cpu_s
 from cloud.home import CoreHome, init_home, load_config
 from cloud.registry import Registry, issue_gateway_credentials
@@ -51,7 +52,6 @@ from protocol.messages import Batch
 from simulators.fleet import FleetPlan, LatencyHistogram, SimGateway
 
 RESULTS: Final = Path("bench/results/throughput.json")
-PERFORMANCE_DOC: Final = Path("docs/performance.md")
 PLOTS: Final = Path("docs/perf")
 TABLE_MARKER: Final = (
     "<!-- throughput results: bench/throughput.py appends rows above this line -->"
@@ -654,17 +654,8 @@ def _plot(result: dict[str, Any], path: Path) -> bool:
 
 
 def record(result: dict[str, Any]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    history = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    history.append(result)
-    RESULTS.write_text(json.dumps(history, indent=1) + "\n")
     _plot(result, PLOTS / "throughput.png")
-    if PERFORMANCE_DOC.exists():
-        text = PERFORMANCE_DOC.read_text()
-        if TABLE_MARKER in text:
-            PERFORMANCE_DOC.write_text(
-                text.replace(TABLE_MARKER, _row(result) + "\n" + TABLE_MARKER)
-            )
+    bench_record.record(RESULTS, result, TABLE_MARKER, _row(result))
 
 
 def build_parser() -> argparse.ArgumentParser:
