@@ -42,7 +42,6 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
-import math
 import os
 import platform
 import resource
@@ -60,6 +59,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import trio
 
+from bench.stats import percentile
 from drivers.ble.bridge import AsyncioThread
 
 if TYPE_CHECKING:
@@ -109,20 +109,6 @@ class Settings:
 
 
 # --------------------------------------------------------------------------- pure helpers
-
-
-def percentile(samples: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile.
-
-    Raises:
-        ValueError: ``samples`` is empty or ``fraction`` is outside (0, 1].
-    """
-    if not samples:
-        raise ValueError("percentile of no samples")
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction {fraction} outside (0, 1]")
-    ordered = sorted(samples)
-    return ordered[math.ceil(fraction * len(ordered)) - 1]
 
 
 def stamp_payload(advertiser: int, seq: int, now_ns: int) -> bytes:

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from bench.record import record, row_head
-from bench.ws_choice import machine_info, percentile, process_cpu_s
+from bench.stats import percentile
+from bench.ws_choice import machine_info, process_cpu_s
 from cloud.home import init_home
 from cloud.registry import Registry, issue_gateway_credentials
 from drivers.base import DriverHealth, Sample

@@ -43,7 +43,8 @@ from typing import Any, Final
 
 import trio
 
-from bench.ws_choice import machine_info, percentile
+from bench.stats import percentile
+from bench.ws_choice import machine_info
 from cloud.storage import sqlite_ops as ops
 from cloud.storage.codec import encode_readings
 from cloud.storage.sqlite import open_sqlite_store

@@ -29,7 +29,6 @@ import http
 import importlib.metadata
 import ipaddress
 import json
-import math
 import os
 import platform
 import ssl
@@ -55,6 +54,8 @@ from websockets.trio.client import connect as ws_connect
 from websockets.trio.server import ServerConnection
 from websockets.trio.server import serve as ws_serve
 from websockets.typing import Data, Subprotocol
+
+from bench.stats import percentile
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -156,20 +157,6 @@ CaseResult = StreamResult | EchoResult | IdleResult
 
 
 # --------------------------------------------------------------------------- pure helpers
-
-
-def percentile(samples: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (the smallest sample with at least ``fraction`` of samples <= it).
-
-    Raises:
-        ValueError: ``samples`` is empty or ``fraction`` is outside (0, 1].
-    """
-    if not samples:
-        raise ValueError("percentile of no samples")
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction {fraction} outside (0, 1]")
-    ordered = sorted(samples)
-    return ordered[math.ceil(fraction * len(ordered)) - 1]
 
 
 def cpu_ticks_from_stat(stat_line: str) -> int:

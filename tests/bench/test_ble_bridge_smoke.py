@@ -79,13 +79,3 @@ def test_stamp_round_trip_and_foreign_adverts_are_ignored() -> None:
     assert read_stamp(mine) == (3, 5, 123_456_789)  # the sequence number wraps at 32 bits
     other = Advert("C0:FF:EE:00:00:01", 0, ((0x004C, data),), (), (), None)
     assert read_stamp(other) is None
-
-
-def test_percentile_is_nearest_rank() -> None:
-    from bench.ble_bridge import percentile
-
-    samples = [float(n) for n in range(1, 101)]
-    assert percentile(samples, 0.50) == 50.0
-    assert percentile(samples, 0.99) == 99.0
-    with pytest.raises(ValueError, match="no samples"):
-        percentile([], 0.5)

@@ -106,7 +106,7 @@ def test_summary_spans_runs_and_table_lists_libraries(
 
 
 def test_percentile_is_nearest_rank() -> None:
-    from bench.ws_choice import percentile
+    from bench.stats import percentile
 
     samples = [float(n) for n in range(1, 101)]  # 1..100: the p-th percentile is p itself
     assert percentile(samples, 0.50) == 50.0
