@@ -14,7 +14,9 @@ A thin Trio shell around :class:`protocol.session.CoreSession`:
   with the link's first batch, so an idle link costs neither it nor its queue) takes every
   batch queued so far, stores them in one call, and only after the store has committed sends
   one cumulative ack and publishes the events on the bus. Reading the next batch while the
-  previous one commits keeps one link and the store busy at once.
+  previous one commits keeps one link and the store busy at once. Batches stay in their
+  checked wire form (:class:`protocol.wire.WireEvents`) from decoding to the store's rows;
+  ``Event`` values are built only for a tenant with live subscribers.
 * **Errors.** A protocol violation ends only the offending link, with an ``Error`` message
   and the close code the error carries (``docs/protocol.md`` §Close codes).
 
@@ -48,7 +50,8 @@ from cloud.storage.errors import StorageError
 from protocol import limits
 from protocol.errors import MessageTooBig, ProtocolError
 from protocol.messages import Delivered, ErrorCode, Result, Subscribe
-from protocol.session import BatchReceived, CoreSession, HelloReceived
+from protocol.session import CoreSession, HelloReceived, WireBatchReceived
+from protocol.wire import WireEvents
 
 if TYPE_CHECKING:
     import ssl
@@ -59,7 +62,6 @@ if TYPE_CHECKING:
     from cloud.bus import Bus, Subscription
     from cloud.fleet.agent import CommandHub
     from cloud.storage.base import EventStore
-    from protocol.events import Event
 
 LINK_PATH = "/link"
 #: Batches a link may have read but not yet stored; the reader waits beyond that (TCP then
@@ -285,7 +287,7 @@ class _Link:
     stored: int = 0
 
     async def run(self) -> None:
-        session = CoreSession(self.principal.id)
+        session = CoreSession(self.principal.id, wire_events=True)
         async with trio.open_nursery() as ingest, trio.open_nursery() as live:
             try:
                 await self._read(session, ingest, live)
@@ -302,7 +304,7 @@ class _Link:
     ) -> None:
         # The batch queue and its store task start with the first batch: a link that sends
         # none (a module that only subscribes) never pays for them.
-        batches: trio.MemorySendChannel[tuple[Event, ...]] | None = None
+        batches: trio.MemorySendChannel[WireEvents] | None = None
         try:
             while True:
                 try:
@@ -324,12 +326,10 @@ class _Link:
                             and self.principal.kind is PrincipalKind.GATEWAY
                         ):
                             self.server.commands.attach(self.principal, session, self.connection)
-                    case BatchReceived(events):
+                    case WireBatchReceived(events):
                         self._check_publish(events)
                         if batches is None:
-                            batches, queued = trio.open_memory_channel[tuple["Event", ...]](
-                                QUEUED_BATCHES
-                            )
+                            batches, queued = trio.open_memory_channel[WireEvents](QUEUED_BATCHES)
                             ingest.start_soon(self._store_and_ack, session, queued)
                         await batches.send(events)
                     case Subscribe() as request:
@@ -344,8 +344,8 @@ class _Link:
             if batches is not None:
                 batches.close()  # the store task ends once it has stored what was queued
 
-    def _check_publish(self, events: tuple[Event, ...]) -> None:
-        for device in {e.device for e in events}:
+    def _check_publish(self, events: WireEvents) -> None:
+        for device in events.devices():
             topic = event_topic(self.principal.id, device)
             if not self.principal.may_publish(topic):
                 self.server.access_log.record(
@@ -354,26 +354,24 @@ class _Link:
                 raise _Forbidden(f"not allowed to publish on {topic}")
 
     async def _store_and_ack(
-        self, session: CoreSession, batches: trio.MemoryReceiveChannel[tuple[Event, ...]]
+        self, session: CoreSession, batches: trio.MemoryReceiveChannel[WireEvents]
     ) -> None:
         server = self.server
         async for first in batches:
-            events = list(first)
+            parts = [first]
             # Take everything already queued: one commit and one ack for all of it.
             while True:
                 try:
-                    events.extend(batches.receive_nowait())
+                    parts.append(batches.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
+            # The session let each batch through only above the previous one's last seq.
+            events = WireEvents.join(parts)
             try:
-                # validated: the link codec already refused everything the store would
-                # (integer ranges, strict UTF-8 text, finite readings), so it is not checked twice.
-                result = await server.store.store_batch(
-                    self.principal.tenant,
-                    self.principal.id,
-                    events,
-                    server.clock_ns(),
-                    validated=True,
+                # The link codec already refused everything the store would (integer
+                # ranges, strict UTF-8 text, finite readings), so it is not checked twice.
+                result = await server.store.store_wire_batch(
+                    self.principal.tenant, self.principal.id, events, server.clock_ns()
                 )
             except StorageError as exc:
                 # Nothing was acked, so nothing is lost: the peer resends after reconnecting.
@@ -396,7 +394,8 @@ class _Link:
             # Most tenants have no live subscriber: then no Delivered value is built at all.
             if server.bus.has_subscribers(self.principal.tenant):
                 gateway = self.principal.id
-                server.bus.publish(self.principal.tenant, [Delivered(gateway, e) for e in events])
+                delivered = [Delivered(gateway, e) for e in events.to_events()]
+                server.bus.publish(self.principal.tenant, delivered)
 
     async def _subscribe(
         self, session: CoreSession, request: Subscribe, nursery: trio.Nursery

@@ -5,6 +5,9 @@ Contract: :func:`decode` turns any ``bytes`` into a :mod:`protocol.messages` val
 exception is a bug. It accepts only the CBOR major types the CDDL allows and **no tags at
 all**: cbor2 would otherwise turn tags into datetimes, bignums, sets, shared references (which
 can build cycles) and more, so every tag number is mapped to a decoder that refuses it.
+:func:`decode_wire` accepts and refuses exactly the same, but leaves a Batch's events in their
+checked wire form (:class:`~protocol.wire.WireEvents`) for a receiver that stores them as
+they are; both share every check.
 
 :func:`encode` builds the canonical array form and refuses to build a message the decoder
 would refuse (limits included), so a peer never sends what the other side must reject. The
@@ -46,17 +49,22 @@ from protocol.messages import (
     Subscribed,
     Welcome,
 )
+from protocol.wire import (
+    SENML_BOOL,
+    SENML_DATA,
+    SENML_NAME,
+    SENML_STRING,
+    SENML_UNIT,
+    SENML_VALUE,
+    WireEvent,
+    WireEvents,
+    WireRecord,
+    event_of,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
-# RFC 8428 §6: SenML's CBOR representation uses integer labels.
-SENML_NAME: Final = 0
-SENML_UNIT: Final = 1
-SENML_VALUE: Final = 2
-SENML_STRING: Final = 3
-SENML_BOOL: Final = 4
-SENML_DATA: Final = 8
 _VALUE_LABELS: Final = frozenset({SENML_VALUE, SENML_STRING, SENML_BOOL, SENML_DATA})
 
 #: Deepest nesting a valid message has (deliver → items → item → event → readings → record).
@@ -202,45 +210,44 @@ def _scalar_map(value: object, what: str) -> dict[str, Scalar]:
 # --- readings and events --------------------------------------------------------------------
 
 
-def _reading_from_wire(record: object) -> Reading:
+def _check_records(records: list[Any]) -> None:
+    """Check an event's SenML records exactly as decoding does, building nothing."""
     # Hot path: nearly every record is {name, unit, number}. This accepts exactly what the
     # general check below accepts for that shape (integer labels, non-empty short texts, a
     # finite float or an integer within ±(2**63-1)) without building the key set, and
     # leaves every other record, and every error, to it.
-    if type(record) is dict and len(record) == 3 and record.keys() == _NAME_UNIT_VALUE:
-        for key in record:
-            if type(key) is not int:  # 0.0 or False would also match label 0
-                return _reading_checked(record)
-        name = record[SENML_NAME]
-        unit = record[SENML_UNIT]
-        value = record[SENML_VALUE]
-        kind = type(value)
-        if (
-            type(name) is str
-            and type(unit) is str
-            and 0 < len(name) <= _SHORT_TEXT
-            and 0 < len(unit) <= _SHORT_TEXT
-            and (
-                (kind is float and _isfinite(value))
-                or (kind is int and -limits.MAX_UINT <= value <= limits.MAX_UINT)
-            )
-        ):
-            reading = _new(Reading)
-            _set_name(reading, name)
-            _set_unit(reading, unit)
-            _set_value(reading, value)
-            return reading
-    return _reading_checked(record)
+    for record in records:
+        if type(record) is dict and len(record) == 3 and record.keys() == _NAME_UNIT_VALUE:
+            first, second, third = record  # the keys: 0.0 or False would also match label 0
+            name = record[SENML_NAME]
+            unit = record[SENML_UNIT]
+            value = record[SENML_VALUE]
+            kind = type(value)
+            if (
+                type(first) is int
+                and type(second) is int
+                and type(third) is int
+                and type(name) is str
+                and type(unit) is str
+                and 0 < len(name) <= _SHORT_TEXT
+                and 0 < len(unit) <= _SHORT_TEXT
+                and (
+                    (kind is float and _isfinite(value))
+                    or (kind is int and -limits.MAX_UINT <= value <= limits.MAX_UINT)
+                )
+            ):
+                continue
+        _check_record(record)
 
 
 _NAME_UNIT_VALUE: Final = frozenset({SENML_NAME, SENML_UNIT, SENML_VALUE})
 #: Code points that fit MAX_TEXT_BYTES whatever they are (4 bytes each at most in UTF-8).
 _SHORT_TEXT: Final = limits.MAX_TEXT_BYTES // 4
 _isfinite: Final = math.isfinite
-_new: Final = object.__new__
 
 
-def _reading_checked(record: object) -> Reading:
+def _check_record(record: object) -> WireRecord:
+    """Check one SenML record on the general path; return it as it is."""
     if type(record) is not dict:
         raise DecodeError(f"reading: expected a SenML record map, got {_describe(record)}")
     shape = _RECORD_SHAPES.get(frozenset(record.keys()) if len(record) <= 3 else None)
@@ -253,18 +260,13 @@ def _reading_checked(record: object) -> Reading:
     name = record[SENML_NAME]
     if not _short_text(name):
         _text(name, "reading name")
-    unit = record[SENML_UNIT] if has_unit else ""
-    if has_unit and not _short_text(unit):
+    if has_unit and not _short_text(record[SENML_UNIT]):
         # An absent unit means "no unit"; an empty one would be a second encoding of it.
-        _text(unit, "reading unit")
+        _text(record[SENML_UNIT], "reading unit")
     value = record[label]
     if not (label == SENML_VALUE and type(value) is float and math.isfinite(value)):
-        value = _reading_value(label, value)
-    reading = object.__new__(Reading)
-    _set_name(reading, name)
-    _set_unit(reading, unit)
-    _set_value(reading, value)
-    return reading
+        _reading_value(label, value)
+    return record
 
 
 def _record_shapes() -> dict[frozenset[int] | None, tuple[int, bool]]:
@@ -330,56 +332,36 @@ def _reading_to_wire(reading: Reading) -> dict[int, object]:
 
 def event_from_wire(item: object) -> Event:
     """Decode one event array (``docs/protocol.md`` §event)."""
+    return event_of(_checked_event(item))
+
+
+def _checked_event(item: object) -> WireEvent:
+    """Check one event array as ``docs/protocol.md`` §event requires; return it as it is."""
+    fields = item if type(item) is list and len(item) == 7 else _array(item, "event", 7)
+    seq, device, boot_id, mono_ns, wall_ns, clock, records = fields
     # Hot path: the checks of check_event_wire inlined for the common case (a function call
     # per event cost a tenth of decoding a batch); any doubt goes through it for the error.
-    if type(item) is list and len(item) == 7:
-        seq, device, boot_id, mono_ns, wall_ns, clock, records = item
-        if not (
-            type(seq) is int
-            and 0 <= seq <= limits.MAX_UINT
-            and type(device) is str
-            and 0 < len(device) <= _SHORT_TEXT
-            and type(boot_id) is bytes
-            and len(boot_id) == limits.BOOT_ID_BYTES
-            and type(mono_ns) is int
-            and 0 <= mono_ns <= limits.MAX_UINT
-            and type(wall_ns) is int
-            and -limits.MAX_UINT <= wall_ns <= limits.MAX_UINT
-            and type(clock) is int
-            and clock in _CLOCKS
-            and type(records) is list
-            and 0 < len(records) <= limits.MAX_READINGS_PER_EVENT
-        ):
-            check_event_wire(seq, device, boot_id, mono_ns, wall_ns, clock, records)
-    else:
-        seq, device, boot_id, mono_ns, wall_ns, clock, records = _array(item, "event", 7)
+    if not (
+        type(seq) is int
+        and 0 <= seq <= limits.MAX_UINT
+        and type(device) is str
+        and 0 < len(device) <= _SHORT_TEXT
+        and type(boot_id) is bytes
+        and len(boot_id) == limits.BOOT_ID_BYTES
+        and type(mono_ns) is int
+        and 0 <= mono_ns <= limits.MAX_UINT
+        and type(wall_ns) is int
+        and -limits.MAX_UINT <= wall_ns <= limits.MAX_UINT
+        and type(clock) is int
+        and clock in _CLOCKS
+        and type(records) is list
+        and 0 < len(records) <= limits.MAX_READINGS_PER_EVENT
+    ):
         check_event_wire(seq, device, boot_id, mono_ns, wall_ns, clock, records)
-    event = _new(Event)
-    _set_seq(event, seq)
-    _set_device(event, device)
-    _set_boot_id(event, boot_id)
-    _set_mono_ns(event, mono_ns)
-    _set_wall_ns(event, wall_ns)
-    _set_clock(event, _CLOCKS[clock])
-    _set_readings(event, tuple([_reading_from_wire(r) for r in records]))
-    return event
+    _check_records(records)
+    return fields
 
 
-# Hot path. A frozen dataclass's __init__ sets each field through object.__setattr__, which
-# made building Event and Reading values about a third of decoding a batch
-# (docs/performance.md). The slot descriptors set the same fields directly; the values are
-# only built after every check passed, so the result is the same immutable value __init__
-# would give.
-_set_seq = Event.__dict__["seq"].__set__
-_set_device = Event.__dict__["device"].__set__
-_set_boot_id = Event.__dict__["boot_id"].__set__
-_set_mono_ns = Event.__dict__["mono_ns"].__set__
-_set_wall_ns = Event.__dict__["wall_ns"].__set__
-_set_clock = Event.__dict__["clock"].__set__
-_set_readings = Event.__dict__["readings"].__set__
-_set_name = Reading.__dict__["name"].__set__
-_set_unit = Reading.__dict__["unit"].__set__
-_set_value = Reading.__dict__["value"].__set__
 _CLOCKS: Final = {int(c): c for c in ClockSource}
 
 
@@ -440,19 +422,27 @@ def event_to_wire(event: Event) -> list[object]:
 
 
 def _events_from_wire(value: object, what: str) -> tuple[Event, ...]:
+    return tuple([event_of(item) for item in _checked_events(value, what)])
+
+
+def _checked_events(value: object, what: str) -> list[WireEvent]:
+    """Check a batch's event arrays, then their order; return them as they are."""
     items = _array(value, what)
     if not items:
         raise DecodeError(f"{what}: must not be empty")
     if len(items) > limits.MAX_BATCH_EVENTS:
         raise MessageTooBig(f"{what}: more than {limits.MAX_BATCH_EVENTS} events")
-    events = tuple([event_from_wire(e) for e in items])
+    for item in items:
+        _checked_event(item)
+    # Every event is checked before the order, so a batch with both faults is refused for
+    # the fault in its events, whichever comes first.
     before = -1  # below every seq (they are unsigned)
-    for event in events:
-        after = event.seq
+    for item in items:
+        after = item[0]
         if after <= before:
             raise DecodeError(f"{what}: sequence numbers must increase ({after} after {before})")
         before = after
-    return events
+    return items
 
 
 # --- messages -------------------------------------------------------------------------------
@@ -540,6 +530,38 @@ def decode(data: bytes) -> Message:
         MessageTooBig: ``data`` or a part of it is over a limit in :mod:`protocol.limits`.
         DecodeError: anything else that is not a valid message.
     """
+    kind, body = _message_array(data)
+    try:
+        return _decode_body(kind, body)
+    except (TypeError, ValueError) as exc:
+        _refuse_body(kind, exc)
+
+
+def decode_wire(data: bytes) -> Message | WireEvents:
+    """Decode one WebSocket message, leaving a Batch's events in their checked wire form.
+
+    Accepts and refuses exactly what :func:`decode` does, with the same errors. A ``Batch``
+    comes back as :class:`~protocol.wire.WireEvents` holding its event arrays, which pass
+    every check :func:`decode` applies but are not built into ``Event`` values: the core
+    stores most batches without ever needing them. Every other message is as :func:`decode`
+    returns it.
+
+    Raises:
+        MessageTooBig: ``data`` or a part of it is over a limit in :mod:`protocol.limits`.
+        DecodeError: anything else that is not a valid message.
+    """
+    kind, body = _message_array(data)
+    try:
+        if kind == MessageType.BATCH:
+            (events,) = _array(body, "batch", 1)
+            return WireEvents(tuple(_checked_events(events, "batch events")))
+        return _decode_body(kind, body)
+    except (TypeError, ValueError) as exc:
+        _refuse_body(kind, exc)
+
+
+def _message_array(data: bytes) -> tuple[int, list[Any]]:
+    """A message's type and the rest of its array, checked for size and shape only."""
     if len(data) > limits.MAX_MESSAGE_BYTES:
         raise MessageTooBig(f"message of {len(data)} bytes is over {limits.MAX_MESSAGE_BYTES}")
     value = _loads(data)
@@ -548,13 +570,14 @@ def decode(data: bytes) -> Message:
     kind = value[0]
     if type(kind) is not int:
         raise DecodeError("message type: expected an unsigned integer")
-    try:
-        return _decode_body(kind, value[1:])
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ProtocolError):
-            raise  # MessageTooBig included: it must not be reported as malformed
-        # Tuple unpacking of a wrong-length array lands here.
-        raise DecodeError(f"message type {kind}: wrong number of fields") from None
+    return kind, value[1:]
+
+
+def _refuse_body(kind: int, exc: TypeError | ValueError) -> NoReturn:
+    if isinstance(exc, ProtocolError):
+        raise exc  # MessageTooBig included: it must not be reported as malformed
+    # Tuple unpacking of a wrong-length array lands here.
+    raise DecodeError(f"message type {kind}: wrong number of fields") from None
 
 
 def _body(message: Message) -> list[object]:
@@ -664,7 +687,7 @@ def _check_event(event: Event) -> None:
 
 
 def _check_reading(reading: Reading) -> None:
-    """The rules of :func:`_reading_from_wire`, applied to the value before encoding."""
+    """The rules of :func:`_check_records`, applied to the value before encoding."""
     if type(reading) is not Reading:
         raise DecodeError(f"reading: expected a Reading, got {_describe(reading)}")
     name, unit, value = reading.name, reading.unit, reading.value

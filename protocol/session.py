@@ -39,6 +39,7 @@ from protocol.messages import (
     Subscribed,
     Welcome,
 )
+from protocol.wire import WireEvents
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -230,11 +231,29 @@ class BatchReceived:
     events: tuple[Event, ...]
 
 
-CoreEvent = HelloReceived | BatchReceived | Result | Subscribe
+@dataclass(frozen=True, slots=True)
+class WireBatchReceived:
+    """A batch received by a session made with ``wire_events=True``: its events checked
+    exactly as for :class:`BatchReceived`, but kept in their wire form."""
+
+    events: WireEvents
+
+
+CoreEvent = HelloReceived | BatchReceived | WireBatchReceived | Result | Subscribe
+
+
+def _kind(message: object) -> str:
+    """The message's name in an error reason (the same whichever way a batch was decoded)."""
+    return "Batch" if type(message) is WireEvents else type(message).__name__
 
 
 class CoreSession:
-    """The core's end of a link with one authenticated peer."""
+    """The core's end of a link with one authenticated peer.
+
+    With ``wire_events=True`` a batch is reported as :class:`WireBatchReceived` (decoded by
+    :func:`protocol.codec.decode_wire`) instead of :class:`BatchReceived`: the same checks
+    and the same errors, without building ``Event`` values a store does not need.
+    """
 
     def __init__(
         self,
@@ -243,11 +262,13 @@ class CoreSession:
         max_message_bytes: int = limits.MAX_MESSAGE_BYTES,
         max_batch_events: int = limits.MAX_BATCH_EVENTS,
         flow: Flow = DEFAULT_FLOW,
+        wire_events: bool = False,
     ) -> None:
         self.peer_id = peer_id
         self.max_message_bytes = max_message_bytes
         self.max_batch_events = max_batch_events
         self.flow = flow
+        self._decode = codec.decode_wire if wire_events else codec.decode
         self._state = _State.START
         self.last_received_seq = 0
         self.acked_seq = 0
@@ -260,10 +281,10 @@ class CoreSession:
         """
         if len(data) > self.max_message_bytes:
             raise MessageTooBig(f"message of {len(data)} bytes exceeds {self.max_message_bytes}")
-        message = codec.decode(data)
+        message = self._decode(data)
         if self._state is _State.START:
             if not isinstance(message, Hello):
-                raise SequenceError(f"expected hello, got {type(message).__name__}")
+                raise SequenceError(f"expected hello, got {_kind(message)}")
             if message.version != limits.PROTOCOL_VERSION:
                 raise ProtocolError(f"unsupported protocol version {message.version}")
             if message.peer_id != self.peer_id:
@@ -271,23 +292,26 @@ class CoreSession:
             self._state = _State.AWAIT_WELCOME
             return HelloReceived(message)
         if self._state is not _State.OPEN:
-            raise SequenceError(f"{type(message).__name__} before the welcome")
+            raise SequenceError(f"{_kind(message)} before the welcome")
         match message:
+            case WireEvents():
+                self._batch(len(message), message.first_seq, message.last_seq)
+                return WireBatchReceived(message)
             case Batch(events):
-                return self._batch(events)
+                self._batch(len(events), events[0].seq, events[-1].seq)
+                return BatchReceived(events)
             case Result() | Subscribe():
                 return message
-        raise SequenceError(f"unexpected {type(message).__name__} from a peer")
+        raise SequenceError(f"unexpected {_kind(message)} from a peer")
 
-    def _batch(self, events: tuple[Event, ...]) -> BatchReceived:
-        if len(events) > self.max_batch_events:
-            raise MessageTooBig(f"{len(events)} events exceed {self.max_batch_events}")
-        if events[0].seq <= self.last_received_seq:
+    def _batch(self, count: int, first_seq: int, last_seq: int) -> None:
+        if count > self.max_batch_events:
+            raise MessageTooBig(f"{count} events exceed {self.max_batch_events}")
+        if first_seq <= self.last_received_seq:
             raise SequenceError(
-                f"sequence went backwards: {events[0].seq} after {self.last_received_seq}"
+                f"sequence went backwards: {first_seq} after {self.last_received_seq}"
             )
-        self.last_received_seq = events[-1].seq
-        return BatchReceived(events)
+        self.last_received_seq = last_seq
 
     def welcome(self, session_id: str, acked_seq: int) -> bytes:
         if self._state is not _State.AWAIT_WELCOME:

@@ -1,17 +1,18 @@
 """The event-store interface the core's callers program against.
 
-The link server calls :meth:`EventStore.store_batch` and acknowledges a gateway's events only
-after it returns; the REST API calls :meth:`EventStore.query_events` and
-:meth:`EventStore.count_events`. The SQLite store (``cloud.storage.sqlite``) implements this
-protocol; a PostgreSQL store can implement it unchanged, because nothing here names an
-engine: cursors are opaque strings, times are integer nanoseconds, and the ordering key
-``(wall_ns, gateway, seq)`` is a plain composite index in any SQL engine.
+The link server calls :meth:`EventStore.store_wire_batch` (:meth:`EventStore.store_batch` takes
+``Event`` values) and acknowledges a gateway's events only after it returns; the REST API
+calls :meth:`EventStore.query_events` and :meth:`EventStore.count_events`. The SQLite store
+(``cloud.storage.sqlite``) implements this protocol; a PostgreSQL store can implement it
+unchanged, because nothing here names an engine: cursors are opaque strings, times are
+integer nanoseconds, and the ordering key ``(wall_ns, gateway, seq)`` is a plain composite
+index in any SQL engine.
 
 Contract shared by every implementation:
 
-* **Durable before acknowledged.** ``store_batch`` returns only after the batch is committed
-  durably (it survives a crash of the process *and* a power loss). If it raises, nothing is
-  acknowledged and the sender must resend.
+* **Durable before acknowledged.** ``store_batch`` and ``store_wire_batch`` return only after
+  the batch is committed durably (it survives a crash of the process *and* a power loss). If
+  they raise, nothing is acknowledged and the sender must resend.
 * **Effectively once.** Events are deduplicated by ``(gateway, seq)``: an event already stored
   is counted as a duplicate and its stored copy is never changed.
 * **Tenant confinement.** Every query names a tenant and returns only that tenant's events.
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from protocol.events import Event
+    from protocol.wire import WireEvents
 
 #: Default and largest page size of :meth:`EventStore.query_events`.
 DEFAULT_PAGE_EVENTS: Final = 100
@@ -113,6 +115,22 @@ class EventStore(Protocol):
 
         Raises:
             InvalidEvent: an event cannot be stored exactly (nothing of the batch is stored).
+            StorageClosed: the store is closed.
+            StorageBroken: the engine failed; nothing is acknowledged.
+        """
+        ...
+
+    async def store_wire_batch(
+        self, tenant: str, gateway: str, events: WireEvents, received_ns: int
+    ) -> StoreResult:
+        """As :meth:`store_batch`, for events the link decoder checked and left in wire form.
+
+        ``events`` come only from :func:`protocol.codec.decode_wire`, which applies every
+        check that ``validated=True`` vouches for, so the store checks nothing again. The
+        rows stored are exactly those :meth:`store_batch` stores for the same events as
+        ``Event`` values.
+
+        Raises:
             StorageClosed: the store is closed.
             StorageBroken: the engine failed; nothing is acknowledged.
         """

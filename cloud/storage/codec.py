@@ -26,9 +26,12 @@ import cbor2
 
 from cloud.storage.errors import InvalidEvent, InvalidQuery, StorageBroken
 from protocol.events import ClockSource, Event, Reading, Value
+from protocol.wire import SENML_NAME, SENML_UNIT, SENML_VALUE, record_value
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
+
+    from protocol.wire import WireRecord
 
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
@@ -51,13 +54,36 @@ def encode_readings(readings: Iterable[Reading]) -> bytes:
     prefixes = _PREFIXES
     for r in items:
         prefix = prefixes.get((r.name, r.unit))
-        if prefix is None:
-            if len(prefixes) >= _MAX_PREFIXES:  # bounded: names come from the network
-                prefixes.clear()
-            prefix = prefixes[r.name, r.unit] = b"\x83" + cbor2.dumps(r.name) + cbor2.dumps(r.unit)
-        parts.append(prefix)
+        parts.append(_prefix(r.name, r.unit) if prefix is None else prefix)
         parts.append(_value(r.value))
     return b"".join(parts)
+
+
+def encode_records(records: list[WireRecord]) -> bytes:
+    """The blob :func:`encode_readings` gives for the readings of these SenML records.
+
+    ``records`` are an event's records as :func:`protocol.codec.decode_wire` checked them
+    (:mod:`protocol.wire`): each has exactly the name, unit (absent means ``""``) and value
+    its ``Reading`` would have, so the bytes are the same, with no ``Reading`` built.
+    """
+    parts = [_head(0x80, len(records))]
+    prefixes = _PREFIXES
+    for record in records:
+        name = record[SENML_NAME]
+        unit = record.get(SENML_UNIT, "")
+        prefix = prefixes.get((name, unit))
+        parts.append(_prefix(name, unit) if prefix is None else prefix)
+        value = record.get(SENML_VALUE)  # a number, the common case; never None if present
+        parts.append(_value(record_value(record) if value is None else value))
+    return b"".join(parts)
+
+
+def _prefix(name: str, unit: str) -> bytes:
+    """``[name, unit`` of a stored triple, remembered: a sensor sends the same names."""
+    if len(_PREFIXES) >= _MAX_PREFIXES:  # bounded: names come from the network
+        _PREFIXES.clear()
+    prefix = _PREFIXES[name, unit] = b"\x83" + cbor2.dumps(name) + cbor2.dumps(unit)
+    return prefix
 
 
 _PREFIXES: Final[dict[tuple[str, str], bytes]] = {}

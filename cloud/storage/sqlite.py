@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
 
     from protocol.events import Event
+    from protocol.wire import WireEvents
 
 T = TypeVar("T")
 
@@ -249,7 +250,18 @@ class SqliteEventStore:
         self._check_open()
         if not validated:
             check_batch(tenant, gateway, events, received_ns)
-        request = _Request(ops.BatchWrite(tenant, gateway, tuple(events), received_ns))
+        return await self._store(ops.BatchWrite(tenant, gateway, tuple(events), received_ns))
+
+    async def store_wire_batch(
+        self, tenant: str, gateway: str, events: WireEvents, received_ns: int
+    ) -> StoreResult:
+        """See :meth:`~.base.EventStore.store_wire_batch`."""
+        self._check_open()
+        return await self._store(ops.BatchWrite(tenant, gateway, events, received_ns))
+
+    async def _store(self, batch: ops.BatchWrite) -> StoreResult:
+        """Queue ``batch`` for the next group commit and wait for its outcome."""
+        request = _Request(batch)
         self._pending.append(request)
         try:
             while request.outcome is None:

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cloud.storage.base import StoredEvent, StoreResult
-from cloud.storage.codec import clock_source, decode_readings, encode_readings
+from cloud.storage.codec import clock_source, decode_readings, encode_readings, encode_records
 from cloud.storage.errors import SchemaError
 from protocol.events import Event
+from protocol.wire import WireEvents
 
 if TYPE_CHECKING:
     import sqlite3
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
     from cloud.storage.cursor import CursorPosition
 
-#: Column order of an ``events`` row, as :func:`event_rows` builds it.
+#: Column order of an ``events`` row, as :func:`event_rows` and :func:`wire_rows` build it.
 INSERT_EVENT = (
     "INSERT OR IGNORE INTO events (tenant_id, device_id, wall_ns, gateway_id, seq, mono_ns,"
     " boot_id, clock, received_ns, readings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -42,11 +43,12 @@ _COLUMNS = "e.wall_ns, g.name, e.seq, e.boot_id, e.mono_ns, e.clock, e.readings,
 
 @dataclass(frozen=True, slots=True)
 class BatchWrite:
-    """One caller's ``store_batch`` arguments, queued for the next group commit."""
+    """One caller's ``store_batch`` or ``store_wire_batch`` arguments, queued for the next
+    group commit."""
 
     tenant: str
     gateway: str
-    events: Sequence[Event]
+    events: Sequence[Event] | WireEvents
     received_ns: int
 
 
@@ -194,28 +196,60 @@ def _write_batch(conn: sqlite3.Connection, names: Names, batch: BatchWrite) -> S
         return StoreResult(stored=0, duplicates=0, acked_seq=acked)
     tenant_id = names.tenant(conn, batch.tenant)
     gateway_id = names.gateway(conn, tenant_id, batch.gateway)
-    rows = event_rows(conn, names, tenant_id, gateway_id, batch)
+    events = batch.events
+    if isinstance(events, WireEvents):
+        rows = wire_rows(conn, names, tenant_id, gateway_id, events, batch.received_ns)
+        top = events.last_seq  # a WireEvents' seqs increase
+    else:
+        rows = event_rows(conn, names, tenant_id, gateway_id, events, batch.received_ns)
+        top = max([event.seq for event in events])
     stored = conn.executemany(INSERT_EVENT, rows).rowcount
-    top = max([event.seq for event in batch.events])
     conn.execute(_RAISE_ACKED, (top, gateway_id))
     row = conn.execute("SELECT acked_seq FROM gateways WHERE id = ?", (gateway_id,)).fetchone()
     return StoreResult(stored=stored, duplicates=len(batch.events) - stored, acked_seq=row[0])
 
 
 def event_rows(
-    conn: sqlite3.Connection, names: Names, tenant_id: int, gateway_id: int, batch: BatchWrite
+    conn: sqlite3.Connection,
+    names: Names,
+    tenant_id: int,
+    gateway_id: int,
+    events: Sequence[Event],
+    received: int,
 ) -> list[tuple[object, ...]]:
-    """The ``events`` rows of ``batch``, in :data:`INSERT_EVENT`'s column order."""
+    """The ``events`` rows of ``events``, in :data:`INSERT_EVENT`'s column order."""
     devices = names.devices
-    received = batch.received_ns
     rows: list[tuple[object, ...]] = []
-    for e in batch.events:
+    for e in events:
         device_id = devices.get((tenant_id, e.device))
         if device_id is None:
             device_id = names.device(conn, tenant_id, e.device)
         rows.append(
             (tenant_id, device_id, e.wall_ns, gateway_id, e.seq, e.mono_ns, e.boot_id,
              int(e.clock), received, encode_readings(e.readings))
+        )  # fmt: skip
+    return rows
+
+
+def wire_rows(
+    conn: sqlite3.Connection,
+    names: Names,
+    tenant_id: int,
+    gateway_id: int,
+    events: WireEvents,
+    received: int,
+) -> list[tuple[object, ...]]:
+    """The rows :func:`event_rows` gives for the same events, from their wire form."""
+    devices = names.devices
+    rows: list[tuple[object, ...]] = []
+    # The clock is the wire's integer code, which is what int(ClockSource) stores.
+    for seq, device, boot_id, mono_ns, wall_ns, clock, records in events.items:
+        device_id = devices.get((tenant_id, device))
+        if device_id is None:
+            device_id = names.device(conn, tenant_id, device)
+        rows.append(
+            (tenant_id, device_id, wall_ns, gateway_id, seq, mono_ns, boot_id, clock, received,
+             encode_records(records))
         )  # fmt: skip
     return rows
 
