@@ -41,7 +41,19 @@ def _duration(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30d, 12h)") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``assetbook`` parser: every command, or only the one named ``command``.
+
+    ``main`` builds only the command it runs: every command's parser imports the core's
+    command modules (``cloud.mqtt.cli``, ``cloud.modules.cli``, and with them ``asyncio``),
+    which a gateway (``gateway run``) would keep in memory for as long as it runs
+    (docs/performance.md, "Gateway memory"). A ``command`` that names no command builds
+    them all, so that the usage error lists every command.
+    """
+
+    def wanted(*names: str) -> bool:
+        return command is None or command in names
+
     parser = argparse.ArgumentParser(
         prog="assetbook",
         description="AssetBook: IoT gateway and cloud core. "
@@ -50,8 +62,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"assetbook {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # In the order `assetbook --help` lists them.
+    if wanted("core"):
+        _add_core_commands(sub)
+    if wanted("tenant"):
+        _add_tenant_commands(sub)
+    if wanted("gateway", "release"):
+        gw_sub, g_run = _add_gateway_commands(sub)
+    if wanted("token"):
+        _add_token_commands(sub)
+    if wanted("user"):
+        _add_user_commands(sub)
+    if wanted("gateway", "release"):
+        from cloud.fleet.cli import add_commands as add_lifecycle_commands
 
-    # core
+        # prepare-boot, run (with enrolment and remote configuration), launch, config, release
+        add_lifecycle_commands(sub, gw_sub, g_run, add_home_argument, _duration)
+    if wanted("events"):
+        _add_events_command(sub)
+    if wanted("sim", "demo"):
+        _add_sim_and_demo_commands(sub)
+    if wanted("mqtt"):
+        from cloud.mqtt.cli import add_parser as add_mqtt_parser
+
+        add_mqtt_parser(sub)
+    if wanted("logging", "access-log"):
+        from cloud.modules.cli import add_parser as add_module_parsers
+
+        add_module_parsers(sub)  # logging module, access-log verification
+    if command is not None and command not in sub.choices:
+        return build_parser()
+    return parser
+
+
+def _add_core_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     core = sub.add_parser("core", help="initialise and run the cloud core")
     core_sub = core.add_subparsers(dest="action", required=True, metavar="ACTION")
     init = core_sub.add_parser(
@@ -80,8 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = core_sub.add_parser("run", help="serve the link (WSS) and the REST API (HTTPS)")
     add_home_argument(run)
     run.set_defaults(handler=_core_run)
+    _add_core_rotate_command(core_sub)
 
-    # tenant
+
+def _add_tenant_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tenant = sub.add_parser("tenant", help="create and list tenants")
     tenant_sub = tenant.add_subparsers(dest="action", required=True, metavar="ACTION")
     t_create = tenant_sub.add_parser("create", help="create a tenant")
@@ -91,8 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     t_list = tenant_sub.add_parser("list", help="list tenants")
     add_home_argument(t_list)
     t_list.set_defaults(handler=_tenant_list)
+    _add_tenant_policy_command(tenant_sub)
 
-    # gateway
+
+def _add_gateway_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> tuple[argparse._SubParsersAction[argparse.ArgumentParser], argparse.ArgumentParser]:
+    """``gateway create``, ``list`` and ``run`` (``cloud.fleet.cli`` adds the rest)."""
     gateway = sub.add_parser("gateway", help="provision, list and run gateways")
     gw_sub = gateway.add_subparsers(dest="action", required=True, metavar="ACTION")
     g_create = gw_sub.add_parser(
@@ -119,8 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run a gateway from its config file, or enrol it from a boot folder"
     )
     g_run.add_argument("--config", type=Path, help="the gateway.toml to run")
+    return gw_sub, g_run
 
-    # token
+
+def _add_token_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     token = sub.add_parser("token", help="issue and revoke REST API tokens")
     tok_sub = token.add_subparsers(dest="action", required=True, metavar="ACTION")
     k_create = tok_sub.add_parser(
@@ -148,13 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     k_revoke.add_argument("jti")
     k_revoke.set_defaults(handler=_token_revoke)
 
-    _add_identity_commands(sub, tenant_sub, core_sub)
-    from cloud.fleet.cli import add_commands as add_lifecycle_commands
 
-    # prepare-boot, run (with enrolment and remote configuration), launch, config, release
-    add_lifecycle_commands(sub, gw_sub, g_run, add_home_argument, _duration)
-
-    # events
+def _add_events_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     events = sub.add_parser("events", help="read stored events over the REST API")
     events.add_argument("--url", default="https://localhost:8443", help="the core's REST URL")
     events.add_argument("--ca", type=Path, help="CA certificate to trust (the core's tls/ca.pem)")
@@ -167,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--all", action="store_true", help="follow every page")
     events.set_defaults(handler=_events)
 
-    # simulators and demo
+
+def _add_sim_and_demo_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim = sub.add_parser("sim", help="run a device simulator")
     sim_sub = sim.add_subparsers(dest="device", required=True, metavar="DEVICE")
     # Each simulator parses its own options (see `assetbook sim gps --help`).
@@ -186,14 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario", type=Path, help="site scenario file (default: the shipped site.toml)"
     )
     demo.set_defaults(handler=_demo)
-
-    from cloud.mqtt.cli import add_parser as add_mqtt_parser
-
-    add_mqtt_parser(sub)
-    from cloud.modules.cli import add_parser as add_module_parsers
-
-    add_module_parsers(sub)  # logging module, access-log verification
-    return parser
 
 
 # --- core ---------------------------------------------------------------------------------
@@ -330,11 +371,7 @@ def _token_revoke(args: argparse.Namespace) -> int:
 # --- users and tenant policy (cloud.identity) ---------------------------------------------
 
 
-def _add_identity_commands(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    tenant_sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    core_sub: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
+def _add_user_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     user = sub.add_parser("user", help="create, list, disable and enable users")
     user_sub = user.add_subparsers(dest="action", required=True, metavar="ACTION")
     u_create = user_sub.add_parser(
@@ -372,6 +409,10 @@ def _add_identity_commands(
         parser.add_argument("--id", required=True, dest="user_id", help="the user id (u-...)")
         parser.set_defaults(handler=_user_disable, disable=action == "disable")
 
+
+def _add_tenant_policy_command(
+    tenant_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     policy = tenant_sub.add_parser(
         "set-policy", help="choose and tune a tenant's password policy and login settings"
     )
@@ -391,6 +432,10 @@ def _add_identity_commands(
     policy.add_argument("--show", action="store_true", help="only print the current settings")
     policy.set_defaults(handler=_tenant_set_policy)
 
+
+def _add_core_rotate_command(
+    core_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     rotate = core_sub.add_parser(
         "rotate-secrets-key",
         help="add a new secrets-key version and re-seal every stored secret under it",
@@ -606,11 +651,14 @@ def _run_until_signal(main: Callable[[trio.Event], Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    # The top-level options take no value: the first other word is the command.
+    parser = build_parser(next((word for word in words if not word.startswith("-")), None))
+    args, extra = parser.parse_known_args(words)
     if extra and not getattr(args, "forwards_options", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
+    del parser  # garbage from here on; `gateway run` would hold it for months
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -34,6 +34,33 @@ def test_every_command_has_help(
     assert len(out.splitlines()) >= 3
 
 
+def _subparser(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> argparse.ArgumentParser:
+    for name in path:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[name]
+    return parser
+
+
+@pytest.mark.parametrize("command", all_commands(build_parser()), ids=" ".join)
+def test_a_command_built_alone_is_the_command_in_the_whole_parser(
+    command: tuple[str, ...],
+) -> None:
+    # main builds only the command it runs (memory): nothing may differ from the whole tree.
+    alone = _subparser(build_parser(command[0]), command)
+    assert alone.format_help() == _subparser(build_parser(), command).format_help()
+    assert all_commands(alone) == all_commands(_subparser(build_parser(), command))
+
+
+def test_a_word_that_is_no_command_gets_the_list_of_commands(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["-v", "gatway", "run"])
+    assert exited.value.code == EXIT_USAGE
+    assert "invalid choice: 'gatway'" in capsys.readouterr().err
+    assert build_parser("gatway").format_help() == build_parser().format_help()
+
+
 def test_a_missing_home_is_one_line_that_says_what_to_do(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

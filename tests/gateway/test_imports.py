@@ -48,16 +48,25 @@ GATEWAY_RUN: Final = (
 )
 
 
-def _heavy_loaded(modules: tuple[str, ...], then: str = "") -> list[str]:
+#: Modules that only other commands than ``gateway run`` need: the command line builds only
+#: the parser of the command it runs.
+OTHER_COMMANDS: Final = ("cloud.mqtt.cli", "cloud.modules.cli")
+
+
+def _heavy_loaded(
+    modules: tuple[str, ...], then: str = "", heavy: tuple[str, ...] = HEAVY
+) -> list[str]:
     code = "\n".join(
         [
-            "import importlib, json, sys",
+            "import contextlib, importlib, io, json, sys",
             f"for name in {list(modules)!r}:",
             "    importlib.import_module(name)",
             "import assetbook.cli",
-            "assetbook.cli.build_parser()",  # the subcommand modules load while it builds
+            # The parser as `assetbook gateway run` builds it (--help stops before running).
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):",
+            "    assetbook.cli.main(['gateway', 'run', '--help'])",
             then,
-            f"heavy = {list(HEAVY)!r}",
+            f"heavy = {list(heavy)!r}",
             "print(json.dumps(sorted(h for h in heavy if h in sys.modules)))",
         ]
     )
@@ -99,3 +108,19 @@ def test_bthome_loads_cryptography_only_to_decrypt() -> None:
 
 def test_managed_gateway_imports_no_heavy_package() -> None:
     assert _heavy_loaded(("gateway.remote_config",)) == []
+
+
+def test_gateway_run_builds_only_its_own_command() -> None:
+    assert _heavy_loaded(GATEWAY_RUN, heavy=OTHER_COMMANDS) == []
+
+
+def test_the_probe_sees_the_other_commands() -> None:
+    then = "assetbook.cli.build_parser()"  # every command, as `assetbook --help` needs
+    assert _heavy_loaded(GATEWAY_RUN, then, OTHER_COMMANDS) == sorted(OTHER_COMMANDS)
+
+
+def test_a_serial_gateway_runs_without_asyncio() -> None:
+    # asyncio (about 1.5 MiB resident) comes with the BLE drivers (bleak) and pymodbus; the
+    # command line must not bring it to a gateway that has neither.
+    serial = ("gateway.remote_config", "drivers.gps", "drivers.node.driver")
+    assert _heavy_loaded(serial, heavy=("asyncio",)) == []
