@@ -14,7 +14,11 @@ side not keeping up; the newest report is dropped). Decoder refusals count as
 Never silent: when devices are expected (an allowlist is set, or ``expect_adverts``) and no
 report at all arrives for ``stall_s`` seconds, the scan is stopped and restarted, counted
 as ``stalled`` and in ``restarts``. Adapter failures (kind ``adapter``) restart it with
-exponential backoff and jitter. It does not connect to devices (see ``ble-gatt``).
+exponential backoff and jitter. A bleak start or stop that hangs (BlueZ never answers) is
+cancelled and, once the bridge's grace has passed, abandoned on the asyncio thread: that is
+counted as ``adapter`` too, but never replaces what was under way, so a stalled scan is
+still restarted and a cancelled driver still ends cancelled. It does not connect to devices
+(see ``ble-gatt``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import trio
 
 from drivers.base import DriverHealth, Sample
 from drivers.ble.advert import Advert
-from drivers.ble.bridge import AsyncioThread
+from drivers.ble.bridge import AsyncioThread, TaskAbandoned
 from drivers.ble.formats import decode_advert
 from drivers.ble.scan_config import ScanConfig, parse_scan_config
 from drivers.errors import BleUnavailable, DecodeError
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUEUE: Final = 256
+STOP_TIMEOUT_S: Final = 5.0
 
 
 class ScannerStalled(Exception):
@@ -96,13 +101,27 @@ class BleAdvertsDriver:
                 except trio.WouldBlock:
                     self._drop("overflow")
 
-            scanner = await _start(bridge, self.config.adapter, on_report)
+            try:
+                scanner = await _start(bridge, self.config.adapter, on_report)
+            except TaskAbandoned as exc:
+                # The bridge raises this only to a cancelled caller, and the scope that
+                # cancelled us is still cancelled: the checkpoint raises that cancellation,
+                # so the driver ends as asked instead of crashing on the abandoned start.
+                self._count_abandoned("starting", exc)
+                await trio.lowlevel.checkpoint()
+                raise
             try:
                 self._on_scanning(task_status)
                 await self._pump(reports, send)
             finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(5):
-                    await _stop(bridge, scanner)
+                with trio.CancelScope(shield=True), trio.move_on_after(STOP_TIMEOUT_S):
+                    try:
+                        await _stop(bridge, scanner)
+                    except TaskAbandoned as exc:
+                        # Raised from here it would replace the exception in flight: the
+                        # ScannerStalled that restarts the scan, or the Cancelled that ends
+                        # the driver. The hung stop stays on the bridge until it closes.
+                        self._count_abandoned("stopping", exc)
 
     def _on_scanning(self, task_status: trio.TaskStatus[None]) -> None:
         log.info("%s: scanning on %s", self.name, self.config.adapter)
@@ -150,6 +169,11 @@ class BleAdvertsDriver:
             self._last_dedup[key] = result.dedup
             samples.append(Sample(self.config.device_id(result.address), result.readings))
         return samples
+
+    def _count_abandoned(self, step: str, exc: TaskAbandoned) -> None:
+        message = f"{step} the scan on {self.config.adapter} hung and was abandoned: {exc}"
+        log.warning("%s: %s", self.name, message)
+        self.health.count_error("adapter", message)
 
     def _drop(self, kind: str) -> None:
         # Drops are expected traffic, not errors: counted without touching last_error.
