@@ -225,3 +225,25 @@ async def test_device_time_query_is_one_primary_key_range(tmp_path: Path) -> Non
         in plan
     )
     assert "RIGHT PART OF ORDER BY" in plan
+
+
+async def test_bytes_are_bound_as_the_same_blob_through_the_identity_adapter(
+    tmp_path: Path,
+) -> None:
+    events = sample_events(1, 3)
+    async with open_sqlite_store(tmp_path / "events.sqlite") as store:
+        await store.store_batch("acme", "gw-1", events, 1)
+        page = await store.query_events("acme", device="dev-1")
+    assert [s.event for s in page.events] == events
+    # Opening a store registered the adapter: it hands sqlite3 the very same object.
+    adapter = sqlite3.adapters[(bytes, sqlite3.PrepareProtocol)]
+    value = b"\x00\xff\x80 boot"
+    assert adapter(value) is value
+    with sqlite3.connect(tmp_path / "events.sqlite") as conn:
+        kinds = conn.execute(
+            "SELECT DISTINCT typeof(boot_id), typeof(readings) FROM events"
+        ).fetchall()
+        bound = conn.execute("SELECT ?, typeof(?)", (value, value)).fetchone()
+    conn.close()
+    assert kinds == [("blob", "blob")]
+    assert bound == (value, "blob")
