@@ -47,12 +47,20 @@ if TYPE_CHECKING:
 
 RESULTS: Final = Path("bench/results/ingest.json")
 TABLE_MARKER: Final = "<!-- ingest results: bench/ingest.py appends rows above this line -->"
+#: Most often a paced synthetic sensor wakes to send the samples due, seconds.
+PACE_TICK_S: Final = 0.002
 
 
 @dataclass
 class SyntheticDriver:
     """A sensor producing temperature/humidity samples at ``rate_per_s`` (0: as fast as they
-    are taken); ``pause()``/``resume()`` switch it off and on between phases."""
+    are taken); ``pause()``/``resume()`` switch it off and on between phases.
+
+    At a set rate it wakes at most once per :data:`PACE_TICK_S` and sends every sample due
+    by then, as a real driver hands over what one read of its device returned. A sleep per
+    sample cost this process 30 to 50 µs of CPU per sample at 10,000 samples/s, more than
+    the gateway under test spends on one, and it is the gateway's event loop that pays it.
+    """
 
     name: str
     rate_per_s: float = 0.0
@@ -74,18 +82,35 @@ class SyntheticDriver:
     ) -> None:
         task_status.started()
         n = 0
-        next_at = trio.current_time()
         while True:
             if not self._running.is_set():
                 await self._running.wait()
-                next_at = trio.current_time()
-            n += 1
-            temperature = Reading("temperature", "Cel", 20 + n % 100 / 10)
-            await send.send(Sample(self.name, (temperature, Reading("humidity", "%RH", 40.5))))
-            self.health.samples += 1
-            if self.rate_per_s > 0:
-                next_at += 1 / self.rate_per_s
-                await trio.sleep_until(next_at)
+            rate = self.rate_per_s
+            if rate <= 0:
+                n += 1
+                await send.send(self._sample(n))
+                self.health.samples += 1
+                continue
+            # Paced: sample k (from 0) is due k / rate seconds after the pacing starts.
+            # pause() replaces _running; resume() may change the rate: either ends this pacing.
+            running, started, sent = self._running, trio.current_time(), 0
+            while self._running is running and self.rate_per_s == rate:
+                due = int((trio.current_time() - started) * rate) + 1
+                while sent < due and self._running is running:
+                    n += 1
+                    sample = self._sample(n)
+                    try:
+                        send.send_nowait(sample)
+                    except trio.WouldBlock:
+                        await send.send(sample)  # the gateway is behind: wait, as a driver would
+                    sent += 1
+                    self.health.samples += 1
+                next_due = started + sent / rate
+                await trio.sleep_until(max(next_due, trio.current_time() + PACE_TICK_S))
+
+    def _sample(self, n: int) -> Sample:
+        temperature = Reading("temperature", "Cel", 20 + n % 100 / 10)
+        return Sample(self.name, (temperature, Reading("humidity", "%RH", 40.5)))
 
 
 @dataclass

@@ -6,8 +6,9 @@ Structure (one nursery per subsystem, so each can be stopped on its own):
   a driver that fails is restarted with backoff and counted, never left silent.
 * **filters**: when ``[filters]`` is configured, each sample is offered to the gateway's
   filter as its driver sends it; drops are counted by reason (``gateway.filters``).
-* **outbox writer**: takes every sample waiting on the channel, stamps and appends them in
-  one transaction. A sample exists only in memory between its driver and this commit.
+* **outbox writer**: takes every sample waiting on the channel, stamps and appends them
+  (one transaction per 500 events at most, so acks and reads never wait behind a whole
+  backlog). A sample exists only in memory between its driver and its commit.
 * **uplink**: drains the outbox to the core (``gateway.uplink``).
 * **health**: writes ``health.json`` in the data directory every few seconds, and sends a
   report to the core as a ``_health`` event every minute (``gateway.health``).

@@ -68,6 +68,8 @@ _T = TypeVar("_T")
 DEFAULT_MAX_EVENTS: Final = 1_000_000
 #: Appended events not yet read by the uplink that :class:`AsyncOutbox` also keeps in memory.
 TAIL_CACHE_EVENTS: Final = 10_000
+#: Most events :meth:`AsyncOutbox.append` stores in one transaction (one worker-thread call).
+APPEND_CHUNK_EVENTS: Final = 500
 #: Loss-ledger reason for events dropped because the outbox was full.
 LOSS_OUTBOX_FULL: Final = "outbox_full"
 #: Loss-ledger reason for samples the link protocol refuses (never stored, never sent).
@@ -229,6 +231,11 @@ class Outbox:
         #: Trio wrapper drops them from its memory tail too.
         self.overflowed_upto = 0
         self._stamper = stamper
+        # Copies of meta's next_seq - 1 and acked_upto, updated only after a commit: this
+        # connection is the file's only writer (the exclusive lock), so they are exact, and
+        # has_events_after() needs no query (the Trio wrapper calls it from the event loop).
+        self._last_seq = 0
+        self._acked_upto = 0
         try:
             # check_same_thread=False: Trio's worker threads are pooled, so successive calls
             # may come from different threads; AsyncOutbox serialises them with a limiter.
@@ -259,6 +266,8 @@ class Outbox:
             db.execute(f"PRAGMA cache_size={-_CACHE_KIB}")
             with self._transaction():
                 self._create_schema(db)
+            self._last_seq = self._meta(db, "next_seq") - 1
+            self._acked_upto = self._meta(db, "acked_upto")
 
     def _create_schema(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -332,11 +341,7 @@ class Outbox:
                 was stored and no seq was consumed.
             OutboxError: the outbox is closed or SQLite failed; nothing was stored.
         """
-        if len(samples) > self.max_events:
-            raise OutboxFull(
-                f"a batch of {len(samples)} events exceeds the outbox's max_events "
-                f"({self.max_events}): append smaller batches"
-            )
+        self.check_batch_size(len(samples))
         if not samples:
             return []
         # Stamped and encoded before the transaction: the write lock is held only for the
@@ -351,7 +356,21 @@ class Outbox:
             self._add_meta(db, "appended", len(stored))
             self._count_loss(db, LOSS_INVALID_EVENT, invalid)
             self._drop_overflow(db)
+        if stored:
+            self._last_seq = stored[-1].seq
         return stored
+
+    def check_batch_size(self, count: int) -> None:
+        """Refuse a batch of ``count`` samples that :meth:`append` could never store whole.
+
+        Raises:
+            OutboxFull: ``count`` exceeds ``max_events``.
+        """
+        if count > self.max_events:
+            raise OutboxFull(
+                f"a batch of {count} events exceeds the outbox's max_events "
+                f"({self.max_events}): append smaller batches"
+            )
 
     def read_after(self, seq: int, limit: int) -> list[Event]:
         """Return up to ``limit`` stored events with a seq above ``seq``, oldest first."""
@@ -389,7 +408,8 @@ class Outbox:
             removed = db.execute("DELETE FROM events WHERE seq <= ?", (upto_seq,)).rowcount
             db.execute("UPDATE meta SET value = ? WHERE key = 'acked_upto'", (upto_seq,))
             self._add_meta(db, "acked", removed)
-            return removed
+        self._acked_upto = upto_seq
+        return int(removed)
 
     def depth(self) -> int:
         """How many events are stored and unacknowledged."""
@@ -433,13 +453,20 @@ class Outbox:
             db.execute("UPDATE events SET seq = ? - seq", (offset,))
             self._add_meta(db, "next_seq", offset)
             db.execute("UPDATE meta SET value = ? WHERE key = 'acked_upto'", (floor,))
-            return int(moved)
+        self._last_seq += offset
+        self._acked_upto = floor
+        return int(moved)
 
     def has_events_after(self, seq: int) -> bool:
-        """Whether any stored event has a seq above ``seq``."""
-        with self._errors("read"):
-            query = "SELECT 1 FROM events WHERE seq > ? LIMIT 1"
-            return self._conn().execute(query, (seq,)).fetchone() is not None
+        """Whether any stored event has a seq above ``seq``; answered from memory.
+
+        Stored seqs are one run ending at the last seq issued, and neither acks nor drops
+        ever take the last one (a full outbox keeps its newest), so there is such an event
+        exactly when the last seq issued is above both ``seq`` and the last ack. It reads two
+        integers and no SQLite, so it may run while another thread is inside a call.
+        """
+        self._conn()  # closed: OutboxError, like every other call
+        return self._last_seq > max(seq, self._acked_upto)
 
     def losses(self) -> dict[str, int]:
         """The loss ledger: events dropped on purpose, by reason (e.g. ``"outbox_full"``)."""
@@ -597,12 +624,30 @@ class AsyncOutbox:
     Get one from :func:`open_outbox`. Cancelling a call waits for its SQLite work to finish
     (``trio.to_thread.run_sync`` does not abandon the thread), so a cancelled ``append`` has
     either fully happened or not at all.
+
+    Every call shares the one connection, so a call waits for the one in progress. Two rules
+    keep that wait short for the uplink, whose acks and reads must not queue behind the
+    writer: an append stores at most ``chunk_events`` events per transaction (a writer that
+    fell behind then does not commit its whole backlog at once while an ack waits), and a
+    reader that has caught up is told so from memory, without a call.
     """
 
-    def __init__(self, outbox: Outbox, *, tail_events: int = TAIL_CACHE_EVENTS) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        tail_events: int = TAIL_CACHE_EVENTS,
+        chunk_events: int = APPEND_CHUNK_EVENTS,
+    ) -> None:
+        if chunk_events < 1:
+            raise ValueError(f"chunk_events must be at least 1, got {chunk_events}")
         self._outbox = outbox
+        self._chunk_events = chunk_events
         # One thread at a time: a sqlite3 connection must not be used concurrently.
         self._limiter = trio.CapacityLimiter(1)
+        # One append at a time, so that each call's events get consecutive seqs even though
+        # other calls may run between its chunks.
+        self._append_lock = trio.Lock()
         self._appended = trio.Event()
         # Appended events the uplink has not read yet, consecutive seqs, oldest first: an
         # uplink that keeps up reads them from here instead of queueing behind the next
@@ -616,7 +661,24 @@ class AsyncOutbox:
         return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self._limiter)
 
     async def append(self, samples: Sequence[Sample]) -> list[StoredEvent]:
-        """See :meth:`Outbox.append`; also wakes :meth:`wait_for_events_after`."""
+        """See :meth:`Outbox.append`, in transactions of at most ``chunk_events`` events.
+
+        Each transaction's events are readable (and wake :meth:`wait_for_events_after`) as
+        soon as it commits, and other calls (acks, reads) may run between transactions. The
+        call's events still get consecutive seqs, and cancelling it once its first
+        transaction has started lets the rest finish. If a later transaction fails, the
+        earlier ones stay stored (and will be sent) and the error is raised.
+        """
+        self._outbox.check_batch_size(len(samples))
+        size = self._chunk_events
+        async with self._append_lock:
+            stored = await self._append_chunk(samples[:size])
+            with trio.CancelScope(shield=True):
+                for start in range(size, len(samples), size):
+                    stored += await self._append_chunk(samples[start : start + size])
+        return stored
+
+    async def _append_chunk(self, samples: Sequence[Sample]) -> list[StoredEvent]:
         stored = await self._run(self._outbox.append, samples)
         if stored:
             tail = self._tail
@@ -648,6 +710,8 @@ class AsyncOutbox:
             tail.popleft()
         if tail and tail[0].seq == seq + 1:
             return list(itertools.islice(tail, 0, limit))
+        if not self._outbox.has_events_after(seq):
+            return []  # caught up: no call, so no wait behind an append in progress
         return await self._run(self._outbox.read_encoded_after, seq, limit)
 
     async def ack(self, upto_seq: int) -> int:
@@ -695,9 +759,7 @@ class AsyncOutbox:
             # Take the event before checking, so an append that lands between the check and
             # the wait still wakes us.
             appended = self._appended
-            if self._tail and self._tail[-1].seq > seq:
-                return
-            if await self._run(self._outbox.has_events_after, seq):
+            if self._outbox.has_events_after(seq):
                 return
             await appended.wait()
 

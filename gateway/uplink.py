@@ -63,6 +63,8 @@ class UplinkSettings:
     gateway_id: str
     boot_id: bytes
     batch_max_events: int = 500
+    #: Longest that committed events wait for earlier batches' ack to go out together; with
+    #: nothing in flight they go at once.
     batch_max_delay_s: float = 0.05
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
@@ -192,9 +194,13 @@ class Uplink:
             if not events:
                 backlog = False
                 await self.outbox.wait_for_events_after(session.last_sent_seq)
-                if s.batch_max_delay_s > 0:
-                    # Let a burst accumulate into one batch instead of many small ones.
-                    await trio.sleep(s.batch_max_delay_s)
+                if s.batch_max_delay_s > 0 and session.inflight_events:
+                    # Earlier batches are still being stored: what commits until their ack
+                    # (or batch_max_delay_s) goes as one batch, which the core stores with
+                    # one commit anyway. With nothing in flight, waiting only adds latency:
+                    # each append is already one group of samples.
+                    with trio.move_on_after(s.batch_max_delay_s):
+                        await self._wait_for_ack()
                 continue
             backlog = len(events) == window
             data, sent = _fitting_batch(session, events)
