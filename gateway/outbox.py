@@ -12,9 +12,9 @@ fsyncs the WAL at every commit: once :meth:`Outbox.append` returns, its events s
 loss, which is what "acknowledged as written" means. The cost is one fsync per call, which is
 why ``append`` takes a batch.
 
-Each event is stored as the bytes the link sends (:func:`protocol.codec.encode_event_fields`:
+Each event is stored as the bytes the link sends (:func:`protocol.preencoded.encode_event_fields`:
 every field after the seq, checked and canonically encoded once, at append), so sending a
-batch splices stored bytes (:func:`protocol.codec.encode_batch_of_encoded`) instead of
+batch splices stored bytes (:func:`protocol.preencoded.encode_batch_of_encoded`) instead of
 decoding and re-encoding each event. A sample the link protocol would refuse (a non-finite
 number, an over-long name) is never stored: it is counted in the loss ledger under
 ``invalid_event``, because stored it would block the link at every retry.
@@ -49,9 +49,9 @@ import cbor2
 import trio
 
 from gateway.errors import OutboxError, OutboxFull
-from protocol.codec import decode_encoded_event, encode_event_fields
 from protocol.errors import ProtocolError
 from protocol.events import ClockSource, Event, Reading
+from protocol.preencoded import decode_encoded_event, encode_event_fields
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import Enum, auto
 from typing import TYPE_CHECKING
 
-from protocol import codec, limits
+from protocol import codec, limits, preencoded
 from protocol.errors import DecodeError, MessageTooBig, ProtocolError, SequenceError
 from protocol.messages import (
     Ack,
@@ -139,7 +139,7 @@ class UplinkSession:
         return self._sent(events[-1].seq, len(events), codec.encode(Batch(events)))
 
     def batch_of_encoded(self, events: Sequence[tuple[int, bytes]]) -> bytes:
-        """As :meth:`batch`, for ``(seq, fields)`` pairs from :func:`codec.encode_event_fields`.
+        """As :meth:`batch`, for ``(seq, fields)`` pairs (:func:`preencoded.encode_event_fields`).
 
         The same checks and bookkeeping; the bytes are those :meth:`batch` would give.
         """
@@ -151,7 +151,7 @@ class UplinkSession:
             raise SequenceError(f"seq {events[0][0]} not above last sent {self.last_sent_seq}")
         if len(events) > self.send_window():
             raise MessageTooBig(f"{len(events)} events exceed the send window")
-        return self._sent(events[-1][0], len(events), codec.encode_batch_of_encoded(events))
+        return self._sent(events[-1][0], len(events), preencoded.encode_batch_of_encoded(events))
 
     def _sent(self, last_seq: int, count: int, data: bytes) -> bytes:
         if len(data) > self.max_message_bytes:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import codec, limits
+from protocol import codec, limits, preencoded
 from protocol.errors import DecodeError, MessageTooBig
 from protocol.events import ClockSource, Event, Reading
 from protocol.messages import Batch
@@ -21,7 +21,7 @@ BOOT = bytes(range(16))
 
 
 def fields_of(event: Event) -> bytes:
-    return codec.encode_event_fields(
+    return preencoded.encode_event_fields(
         event.device, event.boot_id, event.mono_ns, event.wall_ns, event.clock, event.readings
     )
 
@@ -33,7 +33,7 @@ def pairs_of(batch: tuple[Event, ...]) -> list[tuple[int, bytes]]:
 @settings(max_examples=300, deadline=None)
 @given(event_runs(max_size=20))
 def test_spliced_batch_is_byte_identical_to_the_encoder(batch: tuple[Event, ...]) -> None:
-    data = codec.encode_batch_of_encoded(pairs_of(batch))
+    data = preencoded.encode_batch_of_encoded(pairs_of(batch))
     assert data == codec.encode(Batch(batch))
     decoded = codec.decode(data)
     assert decoded == Batch(batch)
@@ -42,7 +42,7 @@ def test_spliced_batch_is_byte_identical_to_the_encoder(batch: tuple[Event, ...]
 @settings(max_examples=200, deadline=None)
 @given(events())
 def test_encoded_event_decodes_back(event: Event) -> None:
-    decoded = codec.decode_encoded_event(event.seq, fields_of(event))
+    decoded = preencoded.decode_encoded_event(event.seq, fields_of(event))
     assert decoded == event
     assert [type(r.value) for r in decoded.readings] == [type(r.value) for r in event.readings]
 
@@ -54,7 +54,9 @@ def test_encoded_event_decodes_back(event: Event) -> None:
 )
 def test_every_head_width_of_a_seq_matches(seq: int) -> None:
     event = Event(seq, "d", BOOT, 5, -7, ClockSource.GPS, (Reading("n", "", 0.5),))
-    assert codec.encode_batch_of_encoded([(seq, fields_of(event))]) == codec.encode(Batch((event,)))
+    assert preencoded.encode_batch_of_encoded([(seq, fields_of(event))]) == codec.encode(
+        Batch((event,))
+    )
 
 
 def _event(**changes: object) -> Event:
@@ -95,24 +97,24 @@ def test_fields_refuse_what_the_encoder_refuses(event: Event, error: type[Except
 def test_batch_checks_count_order_and_size() -> None:
     body = fields_of(_event())
     with pytest.raises(DecodeError, match="non-empty"):
-        codec.encode_batch_of_encoded([])
+        preencoded.encode_batch_of_encoded([])
     with pytest.raises(DecodeError, match="must increase"):
-        codec.encode_batch_of_encoded([(2, body), (2, body)])
+        preencoded.encode_batch_of_encoded([(2, body), (2, body)])
     with pytest.raises(DecodeError, match="unsigned integer"):
-        codec.encode_batch_of_encoded([(-1, body)])
+        preencoded.encode_batch_of_encoded([(-1, body)])
     too_many = [(seq, body) for seq in range(1, limits.MAX_BATCH_EVENTS + 2)]
     with pytest.raises(MessageTooBig, match="events"):
-        codec.encode_batch_of_encoded(too_many)
+        preencoded.encode_batch_of_encoded(too_many)
     big = fields_of(_event(readings=(Reading("b", "", b"x" * limits.MAX_BLOB_BYTES),)))
     with pytest.raises(MessageTooBig, match="bytes"):
-        codec.encode_batch_of_encoded([(seq, big) for seq in range(1, 300)])
+        preencoded.encode_batch_of_encoded([(seq, big) for seq in range(1, 300)])
 
 
 def test_corrupt_fields_are_a_decode_error() -> None:
     with pytest.raises(DecodeError):
-        codec.decode_encoded_event(1, b"\xff")
+        preencoded.decode_encoded_event(1, b"\xff")
     with pytest.raises(DecodeError):
-        codec.decode_encoded_event(1, fields_of(_event())[:-1])
+        preencoded.decode_encoded_event(1, fields_of(_event())[:-1])
 
 
 @given(st.integers(min_value=1, max_value=40))
