@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from protocol.events import ClockSource, Event, Reading
+from protocol.events import ClockSource, Event, Reading, trusted_event, trusted_reading
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -106,41 +106,18 @@ def record_value(record: WireRecord) -> Value:
 def reading_of(record: WireRecord) -> Reading:
     """The :class:`Reading` of a checked record (an absent unit is ``""``)."""
     value = record.get(SENML_VALUE)
-    reading = _new(Reading)
-    _set_name(reading, record[SENML_NAME])
-    _set_unit(reading, record.get(SENML_UNIT, ""))
-    _set_value(reading, record_value(record) if value is None else value)
-    return reading
+    return trusted_reading(
+        record[SENML_NAME],
+        record.get(SENML_UNIT, ""),
+        record_value(record) if value is None else value,
+    )
 
 
 def event_of(item: WireEvent) -> Event:
     """The :class:`Event` of a checked event array."""
     seq, device, boot_id, mono_ns, wall_ns, clock, records = item
-    event = _new(Event)
-    _set_seq(event, seq)
-    _set_device(event, device)
-    _set_boot_id(event, boot_id)
-    _set_mono_ns(event, mono_ns)
-    _set_wall_ns(event, wall_ns)
-    _set_clock(event, _CLOCKS[clock])
-    _set_readings(event, tuple([reading_of(r) for r in records]))
-    return event
+    readings = tuple([reading_of(r) for r in records])
+    return trusted_event(seq, device, boot_id, mono_ns, wall_ns, _CLOCKS[clock], readings)
 
 
-# Hot path. A frozen dataclass's __init__ sets each field through object.__setattr__, which
-# made building Event and Reading values about a third of decoding a batch
-# (docs/performance.md). The slot descriptors set the same fields directly; the values are
-# only built from items that passed every check, so the result is the same immutable value
-# __init__ would give.
-_new: Final = object.__new__
-_set_seq = Event.__dict__["seq"].__set__
-_set_device = Event.__dict__["device"].__set__
-_set_boot_id = Event.__dict__["boot_id"].__set__
-_set_mono_ns = Event.__dict__["mono_ns"].__set__
-_set_wall_ns = Event.__dict__["wall_ns"].__set__
-_set_clock = Event.__dict__["clock"].__set__
-_set_readings = Event.__dict__["readings"].__set__
-_set_name = Reading.__dict__["name"].__set__
-_set_unit = Reading.__dict__["unit"].__set__
-_set_value = Reading.__dict__["value"].__set__
 _CLOCKS: Final = {int(c): c for c in ClockSource}

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Final
 import cbor2
 
 from cloud.storage.errors import InvalidEvent, InvalidQuery, StorageBroken
-from protocol.events import ClockSource, Event, Reading, Value
+from protocol.events import ClockSource, Event, Reading, Value, trusted_reading
 from protocol.wire import SENML_NAME, SENML_UNIT, SENML_VALUE, record_value
 
 if TYPE_CHECKING:
@@ -143,20 +143,7 @@ def _reading(item: object) -> Reading:
     name, unit, value = item
     if type(name) is not str or type(unit) is not str or type(value) not in _VALUE_TYPES:
         raise StorageBroken("stored reading has a field of the wrong type")
-    # Same shortcut as protocol.codec: a frozen dataclass's __init__ sets each field through
-    # object.__setattr__, which was half the cost of decoding a page; the slot descriptors
-    # set the same fields after the checks above, giving the value __init__ would give.
-    reading = _new(Reading)
-    _set_name(reading, name)
-    _set_unit(reading, unit)
-    _set_value(reading, value)
-    return reading
-
-
-_new = object.__new__
-_set_name = Reading.__dict__["name"].__set__
-_set_unit = Reading.__dict__["unit"].__set__
-_set_value = Reading.__dict__["value"].__set__
+    return trusted_reading(name, unit, value)
 
 
 _CLOCKS: Final = {int(c): c for c in ClockSource}
