@@ -143,6 +143,13 @@ class Bridge:
                 log.warning("bridge: %s down: %s", name, exc)
             except ProtocolError as exc:
                 log.warning("bridge: %s protocol error: %s", name, exc)
+            # A cancellation (SIGTERM) that arrived while a client was closing can surface
+            # as that client's own error (aiomqtt's disconnect, a WebSocket close) instead of
+            # CancelledError; retrying then would keep the bridge running after it was told
+            # to stop. The task still counts the request, so honour it here.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             attempt += 1
             ceiling = min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2 ** min(attempt, 16))
             await asyncio.sleep(self._rng.uniform(RECONNECT_MIN_S / 2, ceiling))
