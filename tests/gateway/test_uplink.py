@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -118,9 +119,23 @@ async def test_a_refused_token_keeps_the_events_and_says_why(
 ) -> None:
     async with open_outbox(tmp_path / "outbox.sqlite", stamper()) as outbox:
         await outbox.append(samples(range(3)))
-        uplink = Uplink(settings(core, "not-a-token"), outbox)
-        with trio.move_on_after(1):
-            await uplink.run()
+        # A long backoff: after the refusal it waits offline instead of trying again, so the
+        # state read below cannot be a retry's "connecting".
+        refused = replace(settings(core, "not-a-token"), reconnect_min_s=3600, reconnect_max_s=3600)
+        uplink = Uplink(refused, outbox)
+        went_offline = trio.Event()
+        mark_offline = uplink._offline
+
+        def offline_and_tell(reason: str) -> None:  # health has no change event of its own
+            mark_offline(reason)
+            went_offline.set()
+
+        uplink._offline = offline_and_tell  # type: ignore[method-assign]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(uplink.run)
+            with trio.fail_after(30):
+                await went_offline.wait()
+            nursery.cancel_scope.cancel()
         assert uplink.health.state is LinkState.OFFLINE
         assert uplink.health.last_error is not None
         assert "HTTP 401" in uplink.health.last_error
