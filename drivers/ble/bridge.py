@@ -8,8 +8,10 @@ asyncio loop. Why a thread rather than trio-asyncio: docs/decisions/ble-bridge.m
 
 A cancelled caller waits for the asyncio task's cleanup, but only for ``cancel_grace_s``:
 a task that ignores its cancellation or hangs in it (a D-Bus call that never returns) is
-then abandoned, logged, and the caller gets :class:`TaskAbandoned` instead of waiting
-forever. Leaving the ``async with`` block waits the same grace for leftover tasks.
+then abandoned and the caller gets :class:`TaskAbandoned` instead of waiting forever. The
+caller reports it (it knows what the call was for), so the bridge logs it at debug level
+only, and an abandoned call is one warning in the log, not two. Leaving the ``async with``
+block waits the same grace for leftover tasks, and logs those it abandons.
 
 It knows nothing about Bluetooth; it does not limit how many coroutines run at once.
 """
@@ -139,8 +141,8 @@ class AsyncioThread:
                 await done.wait()
             if grace.cancelled_caught:
                 # The task is abandoned: it stays on the loop until it ends or the bridge
-                # closes; nothing here waits for it any more.
-                log.warning(
+                # closes; nothing here waits for it any more. The caller logs it.
+                log.debug(
                     "%s: a cancelled asyncio task did not finish within %g s; abandoned",
                     self._name,
                     self._grace_s,

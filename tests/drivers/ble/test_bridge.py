@@ -9,6 +9,7 @@ than the grace period.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 
 import pytest
@@ -82,7 +83,9 @@ async def test_leaving_cancels_tasks_left_behind() -> None:
     assert finished == ["leftover cleaned up"]
 
 
-async def test_a_task_that_ignores_cancellation_is_abandoned_after_the_grace() -> None:
+async def test_a_task_that_ignores_cancellation_is_abandoned_after_the_grace(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     grace_s = 0.3
     running = trio.Event()
     cancels: list[str] = []
@@ -114,6 +117,11 @@ async def test_a_task_that_ignores_cancellation_is_abandoned_after_the_grace() -
     assert grace_s <= waited < grace_s + 5
     assert grace_s <= exit_waited < grace_s + 5
     assert cancels == ["ignored", "ignored"]  # by the caller's cancel, then by the exit
+    # The caller reports an abandoned call, so the bridge adds no warning of its own for
+    # it; only leaving, with nobody left to tell, is the bridge's to report.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        f"1 asyncio task(s) ignored cancellation for {grace_s:g} s; abandoned"
+    ]
 
 
 async def test_a_call_after_leaving_is_refused_without_waiting() -> None:
