@@ -36,7 +36,7 @@ from typing import Any, Final
 import trio
 
 from bench.ingest import _peak_rss_kib, _setup
-from bench.record import record, row_head
+from bench.record import command_line, record, row_head
 from bench.ws_choice import machine_info, process_cpu_s
 from drivers.base import Sample
 from gateway.app import MAX_APPEND, Gateway
@@ -183,7 +183,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     checked = check_store(events_db, args.events)
     return {
         "machine": machine_info(),
-        "command": " ".join(["python -m bench.drain", *sys.argv[1:]]),
+        "command": command_line("bench.drain"),
         "events": args.events,
         "append_per_transaction": args.append,
         "batch_max_events": args.batch,

@@ -42,7 +42,7 @@ from typing import Any, Final
 import trio
 
 from bench.ingest import _setup
-from bench.record import record, row_head
+from bench.record import command_line, record, row_head
 from bench.ws_choice import machine_info
 from simulators.scenario import default_scenario_text, load_scenario, parse_scenario
 from simulators.site import RunningSite, plan_site, run_site, write_gateway_sensors
@@ -148,7 +148,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         await core.wait()
     return {
         "machine": machine_info(),
-        "command": " ".join(["python -m bench.gateway_memory", *sys.argv[1:]]),
+        "command": command_line("bench.gateway_memory"),
         "env": extra_env,
         "skipped": list(plan.skipped),
         "floor_python_kib": await floor_kib("pass"),

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from bench.record import record, row_head
+from bench.record import command_line, record, row_head
 from bench.stats import percentile
 from bench.ws_choice import machine_info, process_cpu_s
 from cloud.home import init_home
@@ -198,7 +198,7 @@ async def _run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     )
     return {
         "machine": machine_info(),
-        "command": "python -m bench.ingest " + " ".join(sys.argv[1:]),
+        "command": command_line("bench.ingest"),
         "duration_s": round(elapsed, 2),
         "sensors": args.sensors,
         "offered_rate": args.rate or "max",

@@ -275,7 +275,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         await core.wait()
     return {
         "machine": machine_info(),
-        "command": "python -m bench.links " + " ".join(sys.argv[1:]),
+        "command": bench_record.command_line("bench.links"),
         "processes": args.processes,
         "handshakes_at_once_per_process": args.handshakes,
         "hold_s": args.hold,

@@ -43,6 +43,7 @@ from typing import Any, Final
 
 import trio
 
+from bench.record import command_line
 from bench.stats import percentile
 from bench.ws_choice import machine_info
 from cloud.storage import sqlite_ops as ops
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(runs[-1]), file=sys.stderr)
     result = {
         "machine": machine_info(),
-        "command": "python -m bench.query_scale " + " ".join(sys.argv[1:]),
+        "command": command_line("bench.query_scale"),
         "layout": "v2: events clustered by (tenant_id, device_id, wall_ns, gateway_id, seq)",
         "runs": runs,
     }

@@ -9,10 +9,16 @@ first three cells (date, machine, command) are the same for every table.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, Final
 
 PERFORMANCE_DOC: Final = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
+
+
+def command_line(module: str) -> str:
+    """How this run was started, as a reader would type it: ``python -m <module> <args>``."""
+    return " ".join(["python -m", module, *sys.argv[1:]])
 
 
 def row_head(result: dict[str, Any]) -> str:

@@ -43,6 +43,7 @@ from typing import Any, Final
 
 import trio
 
+from bench.record import command_line
 from bench.soak_process import KIND, TRACEMALLOC_ENV
 from bench.ws_choice import machine_info, process_cpu_s
 from cloud.home import CoreHome, init_home
@@ -439,7 +440,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "machine": machine_info(),
         "git": git_state(),
         "label": args.label,
-        "command": "python -m bench.soak " + " ".join(sys.argv[1:]),
+        "command": command_line("bench.soak"),
         "sensors": args.sensors,
         "max_events_per_s": None if max_rate is None else round(max_rate),
         "offered_events_per_s": round(rate),

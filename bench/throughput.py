@@ -538,7 +538,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     store = check_store(home.db_dir / "events.sqlite", gateways)
     result: dict[str, Any] = {
         "machine": machine_info(),
-        "command": "python -m bench.throughput " + " ".join(sys.argv[1:]),
+        "command": bench_record.command_line("bench.throughput"),
         "gateways": args.gateways,
         "sensors": args.sensors,
         "processes": args.processes,
