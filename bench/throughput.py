@@ -209,7 +209,9 @@ def _absorb(
         result.acked += record["acked"]
         hist = LatencyHistogram.from_json(record["latency"])
         result.histogram.merge(hist)
-        slot = per_second.setdefault(int(record["t"]) + 1, [0.0, 0.0])
+        # By the part's own count of its ticks, not by their time stamps: a tick woken late
+        # would otherwise land in the next second's slot and leave a hole in the timeline.
+        slot = per_second.setdefault(record["second"], [0.0, 0.0])
         slot[0] += record["acked"]
         slot[1] = max(slot[1], hist.percentile_ms(0.99))
     elif kind == "done":

@@ -15,11 +15,11 @@ time is its ``wall_ns`` stamp; its latency ends when the cumulative ack covering
 
 Output. One JSON object per line on stdout: ``connected`` once every link of this part is
 up, ``measuring`` when the plan's warm-up is over and the measured window starts, ``tick``
-once a second (events acknowledged in that second, their latency histogram, and whether the
-second lies in the measured window), then ``done`` with each gateway's last generated and
-last acknowledged seq, and this process's CPU time and peak memory. A gateway that fails
-writes ``{"kind": "error", ...}`` and the process exits non-zero. It does not reconnect: a
-broken link in a benchmark is a result to report.
+once a second (events acknowledged in that second, their latency histogram, whether the
+second lies in the measured window and, if so, which one), then ``done`` with each
+gateway's last generated and last acknowledged seq, and this process's CPU time and peak
+memory. A gateway that fails writes ``{"kind": "error", ...}`` and the process exits
+non-zero. It does not reconnect: a broken link in a benchmark is a result to report.
 
 Hold mode (``FleetPlan.mode == "hold"``, used by ``bench/links.py``). Each gateway connects
 (at most ``handshakes`` TLS handshakes at once per process, started at most
@@ -474,17 +474,26 @@ def _emit(record: dict[str, Any]) -> None:
 
 async def _report_ticks(stats: FleetStats, stop: trio.Event) -> None:
     last = 0
+    second = 0  # ticks sent inside the measured window
+    deadline = trio.current_time()
     while True:
-        await trio.sleep(1)
+        # On fixed deadlines: a late wake-up shortens the next wait instead of shifting every
+        # later tick, so each tick covers one second and the n-th one of the window is its
+        # n-th second, in every process alike.
+        deadline += 1.0
+        await trio.sleep_until(deadline)
         latency, stats.latency = stats.latency, LatencyHistogram()
+        measuring = stats.measuring and not stop.is_set()
+        second = second + 1 if measuring else second
         _emit(
             {
                 "kind": "tick",
                 # Seconds into the measured window (negative before it starts).
                 "t": round(time.monotonic() - stats.window_started, 3),
+                "second": second,
                 "connected": stats.connected,
                 "acked": stats.acked - last,
-                "measuring": stats.measuring and not stop.is_set(),
+                "measuring": measuring,
                 "latency": latency.to_json(),
             }
         )

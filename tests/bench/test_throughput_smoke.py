@@ -6,10 +6,12 @@ once, and the side-by-side parts run and count what they moved — never speed.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
+import trio
 
 from bench import throughput
 from simulators.fleet import LatencyHistogram
@@ -49,6 +51,30 @@ async def test_fleet_run_loses_and_doubles_nothing(tmp_path: Path) -> None:
     # The core acknowledged events in the measured window, and their latencies were recorded.
     assert result["max"]["durable_events_per_s"] > 0
     assert result["max"]["latency_ms"]["p99"] > 0
+    seconds = [point["t"] for point in result["timeline"]["max"]]
+    assert seconds == list(range(1, len(seconds) + 1))
+
+
+def test_a_late_tick_counts_in_its_own_second() -> None:
+    """Each part's n-th tick of the window is second n, however late its time stamp."""
+    result = throughput.PhaseResult(duration_s=3)
+    per_second: dict[int, list[float]] = {}
+    window = trio.Event()
+    window.set()
+    stamps = {0: [1.0, 2.0, 3.0], 1: [1.3, 2.95, 3.02]}  # part 1 woke late for its third
+    for part, times in stamps.items():
+        for second, stamp in enumerate(times, start=1):
+            tick = {
+                "kind": "tick",
+                "t": stamp,
+                "second": second,
+                "acked": 100 + part,
+                "measuring": True,
+                "latency": LatencyHistogram().to_json(),
+            }
+            throughput._absorb(tick, result, per_second, {}, window, 2, os.getpid())
+    assert {second: slot[0] for second, slot in per_second.items()} == {1: 201, 2: 201, 3: 201}
+    assert result.acked == 603
 
 
 def test_store_check_counts_gaps_and_duplicates(tmp_path: Path) -> None:
