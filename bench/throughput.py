@@ -16,8 +16,11 @@ gateways with ``--sensors`` sensors each over TLS. Then, in the same run:
 
 A progress line is printed every second. Results go to ``bench/results/throughput.json``
 (appended), a row in ``docs/performance.md`` and, if matplotlib is installed, a PNG of rate
-and latency over time in ``docs/perf/``. It measures; it asserts nothing about speed, but
-exits 1 if any event was lost or doubled.
+and latency over time in ``docs/perf/``. ``--profile DIR`` also records py-spy flame graphs
+(native frames included) of the core and of one fleet process over the max phase's window,
+as ``DIR/core-max.svg`` and ``DIR/fleet-max.svg``; the profiler costs CPU of its own, so a
+profiled run's rates are not the ones to quote. It measures; it asserts nothing about speed,
+but exits 1 if any event was lost or doubled.
 """
 
 from __future__ import annotations
@@ -135,15 +138,24 @@ async def _start_core(home: CoreHome, log: Path) -> trio.Process:
 
 
 async def run_phase(
-    plan: FleetPlan, processes: int, core_pid: int, workdir: Path, label: str
+    plan: FleetPlan,
+    processes: int,
+    core_pid: int,
+    workdir: Path,
+    label: str,
+    profile: Path | None = None,
 ) -> PhaseResult:
-    """Run the fleet for one phase; aggregate ticks, print progress, collect the totals."""
+    """Run the fleet for one phase; aggregate ticks, print progress, collect the totals.
+
+    With ``profile``, py-spy records the core and fleet part 0 over the measured window.
+    """
     plan_file = workdir / f"plan-{label}.json"
     plan.write(plan_file)
     result = PhaseResult(duration_s=plan.duration_s)
     per_second: dict[int, list[float]] = {}
     offering = {"parts": 0, "cpu_start": 0.0}
     window = trio.Event()
+    fleet_pids: dict[int, int] = {}
 
     async def part(index: int) -> None:
         proc = await trio.lowlevel.open_process(
@@ -160,6 +172,7 @@ async def run_phase(
             stdout=subprocess.PIPE,
             cwd=REPO,
         )
+        fleet_pids[index] = proc.pid
         assert proc.stdout is not None
         buffer = b""
         async for chunk in proc.stdout:
@@ -180,6 +193,11 @@ async def run_phase(
             nursery.start_soon(part, index)
         nursery.start_soon(_progress, label, per_second, window, plan.duration_s)
         await window.wait()
+        if profile is not None:
+            seconds = max(1, int(plan.duration_s))
+            for name, pid in (("core", core_pid), ("fleet", fleet_pids[0])):
+                output = profile / f"{name}-{label}.svg"
+                nursery.start_soon(_profile, pid, seconds, output, result.errors)
         # Core CPU over the measured window only (the fleet sleeps duration_s in it).
         if not result.errors:
             await trio.sleep(plan.duration_s)
@@ -188,6 +206,26 @@ async def run_phase(
         {"t": t, "events_per_s": v[0], "p99_ms": v[1]} for t, v in sorted(per_second.items())
     ]
     return result
+
+
+async def _profile(pid: int, seconds: int, output: Path, errors: list[str]) -> None:
+    """Record ``seconds`` of ``pid`` with py-spy (100 Hz, native frames) as a flame graph."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    command = [py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "100"]
+    command += ["--native", "--format", "flamegraph", "--output", str(output)]
+    try:
+        done = await trio.run_process(
+            command, capture_stdout=True, capture_stderr=True, check=False
+        )
+    except FileNotFoundError:
+        errors.append("--profile needs py-spy: pip install -e '.[dev]'")
+        return
+    if done.returncode:
+        why = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+        errors.append(f"py-spy exited {done.returncode} profiling {output.name}: {why[0]}")
+    else:
+        print(f"  profile: {output}", file=sys.stderr)
 
 
 def _absorb(
@@ -522,7 +560,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             f"{args.processes} fleet processes",
             file=sys.stderr,
         )
-        peak = await run_phase(plan, args.processes, core.pid, root, "max")
+        peak = await run_phase(plan, args.processes, core.pid, root, "max", args.profile)
         rss_links = _rss_kib(core.pid)
         half_rate = (args.rate or peak.rate) / 2
         half: PhaseResult | None = None
@@ -677,6 +715,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-half", action="store_true", help="no half-rate phase")
     parser.add_argument("--skip-reference", action="store_true", help="no Mosquitto/ingredients")
     parser.add_argument("--no-record", action="store_true", help="do not write results or docs")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy flame graphs of the core and one fleet process over the max phase, "
+        "as DIR/core-max.svg and DIR/fleet-max.svg (the profiler's CPU lowers the rates)",
+    )
     return parser
 
 

@@ -55,13 +55,32 @@ async def test_fleet_run_loses_and_doubles_nothing(tmp_path: Path) -> None:
     assert seconds == list(range(1, len(seconds) + 1))
 
 
+async def test_profile_writes_flame_graphs_of_the_core_and_the_fleet(tmp_path: Path) -> None:
+    args = throughput.build_parser().parse_args(
+        [
+            *("--gateways", "2", "--duration", "1.5", "--warmup", "0.5", "--batch", "50"),
+            *("--skip-half", "--skip-reference", "--no-record", "--profile", str(tmp_path)),
+        ]
+    )
+    result = await throughput.run(args, tmp_path)
+    errors = result["max"]["errors"]
+    if errors and "py-spy" in errors[0] and os.environ.get("CI") != "true":
+        pytest.skip(f"py-spy cannot profile here: {errors[0]}")  # e.g. ptrace not allowed
+    assert errors == []
+    for name in ("core-max.svg", "fleet-max.svg"):
+        svg = (tmp_path / name).read_text()
+        assert svg.startswith("<?xml") and "<svg" in svg
+    assert result["store"]["lost"] == result["store"]["doubled"] == 0
+
+
 def test_a_late_tick_counts_in_its_own_second() -> None:
     """Each part's n-th tick of the window is second n, however late its time stamp."""
     result = throughput.PhaseResult(duration_s=3)
     per_second: dict[int, list[float]] = {}
     window = trio.Event()
     window.set()
-    stamps = {0: [1.0, 2.0, 3.0], 1: [1.3, 2.95, 3.02]}  # part 1 woke late for its third
+    # Part 1 woke 5 ms late for its second tick, past the boundary of the window's second 2.
+    stamps = {0: [0.998, 1.998, 2.998], 1: [0.998, 2.003, 2.998]}
     for part, times in stamps.items():
         for second, stamp in enumerate(times, start=1):
             tick = {
