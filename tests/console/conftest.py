@@ -178,8 +178,14 @@ def console(tmp_path_factory: pytest.TempPathFactory, chromium: str) -> Iterator
         controller.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(console: Console, chromium: str) -> Iterator[Any]:
+    """One Chromium for the console tests.
+
+    Package scope, not session: Playwright's sync API keeps an asyncio loop marked as running
+    on the main thread while it is open, and ``asyncio.run`` refuses to start under it; so it
+    closes when the last console test is done, before any other test module runs.
+    """
     from playwright.sync_api import sync_playwright
 
     pin = spki_pin(console.home.server_cert)
@@ -214,7 +220,7 @@ def login(page: Any, console: Console, who: str, password: str = PASSWORD) -> No
     page.get_by_role("button", name="Sign in", exact=True).click()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def admin_state(browser: Any, console: Console) -> dict[str, Any]:
     """The cookies of one admin sign-in, shared by the tests that only need to be signed in
     (each sign-in costs an Argon2 verification and a token from the per-address bucket)."""

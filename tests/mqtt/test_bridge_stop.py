@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from concurrent.futures import ThreadPoolExecutor
 
 import aiomqtt
 import pytest
@@ -40,8 +39,5 @@ def test_a_cancellation_turned_into_a_client_error_still_stops_the_loop() -> Non
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    # In a thread of its own: the bridge runs on asyncio, and a test before this one in the
-    # same process may have left this thread's event loop marked as running.
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, main()).result(timeout=30)
+    asyncio.run(asyncio.wait_for(main(), 30))
     assert attempts == 1
