@@ -42,7 +42,7 @@ _BATCH_HEAD: Final = bytes([0x82, MessageType.BATCH])  # [3, events]
 _SMALL_UINTS: Final = tuple(bytes((n,)) for n in range(24))
 
 
-def _cbor_head(major: int, value: int) -> bytes:
+def cbor_head(major: int, value: int) -> bytes:
     """The shortest head of a data item of ``major`` type with argument ``value`` (§3)."""
     top = major << 5
     if value < 24:
@@ -96,9 +96,9 @@ def encode_event_fields(
     parts = [
         head,
         _uint_item(mono_ns),
-        _uint_item(wall_ns) if wall_ns >= 0 else _cbor_head(1, -1 - wall_ns),
+        _uint_item(wall_ns) if wall_ns >= 0 else cbor_head(1, -1 - wall_ns),
         _SMALL_UINTS[clock],
-        _cbor_head(4, len(readings)),
+        cbor_head(4, len(readings)),
     ]
     for reading in readings:
         if type(reading) is not Reading:
@@ -144,7 +144,7 @@ def _uint_item(value: int) -> bytes:
     # Times in nanoseconds are nearly always past 2**32: test the widest case first.
     if value > 0xFFFFFFFF:
         return b"\x1b" + value.to_bytes(8, "big")
-    return _cbor_head(0, value)
+    return cbor_head(0, value)
 
 
 def _text_item(text: str) -> bytes:
@@ -157,10 +157,10 @@ def _text_item(text: str) -> bytes:
 def _record_head(name: str, unit: str, kind: type) -> bytes:
     """A SenML record up to its value: keys in canonical order 0 (name), 1 (unit), label."""
     label = _VALUE_LABEL.get(kind, SENML_VALUE)
-    fields = [_cbor_head(0, SENML_NAME), _text_item(name)]
+    fields = [cbor_head(0, SENML_NAME), _text_item(name)]
     if unit:
-        fields += [_cbor_head(0, SENML_UNIT), _text_item(unit)]
-    head = _cbor_head(5, 3 if unit else 2) + b"".join(fields) + _cbor_head(0, label)
+        fields += [cbor_head(0, SENML_UNIT), _text_item(unit)]
+    head = cbor_head(5, 3 if unit else 2) + b"".join(fields) + cbor_head(0, label)
     return _remember(_record_memo, (name, unit, kind), head)
 
 
@@ -180,7 +180,7 @@ def encode_batch_of_encoded(events: Sequence[tuple[int, bytes]]) -> bytes:
         raise DecodeError("batch events: expected a non-empty tuple")
     if count > limits.MAX_BATCH_EVENTS:
         raise MessageTooBig(f"batch events: more than {limits.MAX_BATCH_EVENTS} events")
-    parts = [_BATCH_HEAD, _cbor_head(4, count)]
+    parts = [_BATCH_HEAD, cbor_head(4, count)]
     previous = -1
     for seq, fields in events:
         if type(seq) is not int or seq <= previous or seq > limits.MAX_UINT:
@@ -190,7 +190,7 @@ def encode_batch_of_encoded(events: Sequence[tuple[int, bytes]]) -> bytes:
             )
         previous = seq
         parts.append(_EVENT_HEAD)
-        parts.append(_cbor_head(0, seq) if seq > 23 else _SMALL_UINTS[seq])
+        parts.append(cbor_head(0, seq) if seq > 23 else _SMALL_UINTS[seq])
         parts.append(fields)
     data = b"".join(parts)
     if len(data) > limits.MAX_MESSAGE_BYTES:
@@ -204,7 +204,7 @@ def decode_encoded_event(seq: int, fields: bytes) -> Event:
     Raises:
         DecodeError: ``fields`` is not what :func:`encode_event_fields` makes.
     """
-    item = _loads(_EVENT_HEAD + _cbor_head(0, _uint(seq, "event seq")) + fields)
+    item = _loads(_EVENT_HEAD + cbor_head(0, _uint(seq, "event seq")) + fields)
     try:
         return event_from_wire(item)
     except (TypeError, ValueError) as exc:

@@ -26,6 +26,7 @@ import cbor2
 
 from cloud.storage.errors import InvalidEvent, InvalidQuery, StorageBroken
 from protocol.events import ClockSource, Event, Reading, Value, trusted_reading
+from protocol.preencoded import cbor_head
 from protocol.wire import SENML_NAME, SENML_UNIT, SENML_VALUE, record_value
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def encode_readings(readings: Iterable[Reading]) -> bytes:
     integers, non-finite floats) goes through cbor2 itself.
     """
     items = readings if isinstance(readings, tuple | list) else tuple(readings)
-    parts = [_head(0x80, len(items))]
+    parts = [cbor_head(4, len(items))]
     prefixes = _PREFIXES
     for r in items:
         prefix = prefixes.get((r.name, r.unit))
@@ -66,7 +67,7 @@ def encode_records(records: list[WireRecord]) -> bytes:
     (:mod:`protocol.wire`): each has exactly the name, unit (absent means ``""``) and value
     its ``Reading`` would have, so the bytes are the same, with no ``Reading`` built.
     """
-    parts = [_head(0x80, len(records))]
+    parts = [cbor_head(4, len(records))]
     prefixes = _PREFIXES
     for record in records:
         name = record[SENML_NAME]
@@ -92,32 +93,19 @@ _DOUBLE: Final = struct.Struct(">Bd").pack
 _UINT64_LIMIT: Final = 2**64
 
 
-def _head(major: int, n: int) -> bytes:
-    # RFC 8949 §3: the argument in the initial byte below 24, else in 1, 2, 4 or 8 bytes.
-    if n < 24:
-        return bytes((major | n,))
-    if n < 0x100:
-        return bytes((major | 24, n))
-    if n < 0x10000:
-        return bytes((major | 25,)) + n.to_bytes(2, "big")
-    if n < 0x100000000:
-        return bytes((major | 26,)) + n.to_bytes(4, "big")
-    return bytes((major | 27,)) + n.to_bytes(8, "big")
-
-
 def _value(value: Value) -> bytes:
     # Exact types (type() is, not isinstance): bool is an int subclass but encodes apart.
     if type(value) is float and math.isfinite(value):
         return _DOUBLE(0xFB, value)
     if type(value) is int and -_UINT64_LIMIT <= value < _UINT64_LIMIT:
-        return _head(0x00, value) if value >= 0 else _head(0x20, -1 - value)
+        return cbor_head(0, value) if value >= 0 else cbor_head(1, -1 - value)
     if type(value) is bool:
         return b"\xf5" if value else b"\xf4"
     if type(value) is str:
         data = value.encode("utf-8")
-        return _head(0x60, len(data)) + data
+        return cbor_head(3, len(data)) + data
     if type(value) is bytes:
-        return _head(0x40, len(value)) + value
+        return cbor_head(2, len(value)) + value
     return cbor2.dumps(value)
 
 
